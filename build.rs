@@ -1,0 +1,214 @@
+//! Finds the PostgreSQL server to build against, generates the bindings we
+//! use, and compiles the C shim.
+//!
+//! The server is named by `PG_CONFIG` (else `pg_config` on PATH), exactly as
+//! PGXS does, so `make USE_PGXS=1 PG_CONFIG=...` and `cargo build` agree.
+//! Every way this can fail ends in one line that says what to install.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{exit, Command};
+
+/// Majors whose backup API we know and test; see README "Supported versions".
+const FIRST_MAJOR: u32 = 15;
+const LAST_MAJOR: u32 = 19;
+
+fn fail(msg: &str) -> ! {
+    // cargo prints a failed build script's stderr; keep it to one line.
+    eprintln!("error: pg_exclusive_backup: {msg}");
+    exit(1);
+}
+
+fn pg_config(pg_config: &str, arg: &str) -> String {
+    let out = Command::new(pg_config)
+        .arg(arg)
+        .output()
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot run pg_config ({pg_config}: {e}); install the PostgreSQL server \
+             development package (Debian: postgresql-server-dev-NN, RHEL: postgresqlNN-devel) \
+             or set PG_CONFIG=/path/to/pg_config"
+            ))
+        });
+    if !out.status.success() {
+        fail(&format!(
+            "{pg_config} {arg} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Reads `#define NAME value` from pg_config.h: the headers, not the
+/// pg_config binary, decide the ABI we compile against.
+fn header_define(pg_config_h: &str, name: &str) -> Option<String> {
+    pg_config_h.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some("#define"), Some(n), value) if n == name => Some(value.unwrap_or("").to_string()),
+            _ => None,
+        }
+    })
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=PG_CONFIG");
+    println!("cargo:rerun-if-changed=csrc/shim.c");
+    println!("cargo:rerun-if-changed=csrc/shim.h");
+    println!("cargo:rerun-if-changed=csrc/bindings.h");
+    for major in FIRST_MAJOR..=LAST_MAJOR {
+        println!("cargo::rustc-check-cfg=cfg(pg{major})");
+    }
+    println!("cargo::rustc-check-cfg=cfg(pg16_plus)");
+    println!("cargo::rustc-check-cfg=cfg(pg_assert_enabled)");
+
+    let pg_config_bin = env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".into());
+    let server_inc = PathBuf::from(pg_config(&pg_config_bin, "--includedir-server"));
+    println!(
+        "cargo:rerun-if-changed={}",
+        server_inc.join("pg_config.h").display()
+    );
+
+    let pg_config_h = fs::read_to_string(server_inc.join("pg_config.h")).unwrap_or_else(|_| {
+        fail(&format!(
+            "PostgreSQL server headers not found in {} ({}); install postgresql-server-dev-NN \
+             (Debian/Ubuntu) or postgresqlNN-devel (RHEL)",
+            server_inc.display(),
+            pg_config(&pg_config_bin, "--version")
+        ))
+    });
+    if !server_inc.join("postgres.h").exists() {
+        fail(&format!(
+            "{} has no postgres.h; install postgresql-server-dev-NN (Debian/Ubuntu) or postgresqlNN-devel (RHEL)",
+            server_inc.display()
+        ));
+    }
+
+    let version_num: u32 = header_define(&pg_config_h, "PG_VERSION_NUM")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fail("cannot read PG_VERSION_NUM from pg_config.h"));
+    let major = version_num / 10000;
+    if major < FIRST_MAJOR {
+        fail(&format!(
+            "PostgreSQL {major} is not supported: it still has its own exclusive backup mode; \
+             this extension needs PostgreSQL {FIRST_MAJOR} or later"
+        ));
+    }
+    if major > LAST_MAJOR {
+        fail(&format!(
+            "PostgreSQL {major} is newer than the last major this extension knows ({LAST_MAJOR}); \
+             its backup API must be checked before it is supported"
+        ));
+    }
+    println!("cargo:rustc-cfg=pg{major}");
+    if major >= 16 {
+        println!("cargo:rustc-cfg=pg16_plus");
+    }
+    if header_define(&pg_config_h, "USE_ASSERT_CHECKING").is_some() {
+        println!("cargo:rustc-cfg=pg_assert_enabled");
+    }
+    println!("cargo:rustc-env=PEB_PG_VERSION_NUM={version_num}");
+
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    generate_bindings(&server_inc, &out_dir);
+    compile_shim(&server_inc);
+}
+
+fn generate_bindings(server_inc: &Path, out_dir: &Path) {
+    // bindgen panics when it cannot load libclang; turn that into our one line.
+    let inc = server_inc.to_path_buf();
+    let result = std::panic::catch_unwind(move || {
+        if !clang_sys_available() {
+            return Err("libclang not found".to_string());
+        }
+        bindgen::Builder::default()
+            .header("csrc/bindings.h")
+            .clang_arg(format!("-I{}", inc.display()))
+            .clang_arg("-Icsrc")
+            .use_core()
+            .layout_tests(false)
+            .derive_default(true)
+            .generate_comments(false)
+            // Only what the extension uses: keeps the build fast and makes any
+            // change of these signatures between majors a compile error.
+            .allowlist_function("RecoveryInProgress")
+            .allowlist_function("get_backup_status")
+            .allowlist_function("do_pg_backup_start")
+            .allowlist_function("do_pg_backup_stop")
+            .allowlist_function("build_backup_content")
+            .allowlist_function("makeStringInfo")
+            .allowlist_function("palloc0")
+            .allowlist_function("text_to_cstring")
+            .allowlist_function("DetermineTimeZoneAbbrevOffset")
+            .allowlist_function("peb_.*")
+            .allowlist_type("FunctionCallInfoBaseData")
+            .allowlist_type("Pg_finfo_record")
+            .allowlist_type("Pg_magic_struct")
+            .allowlist_type("ErrorData")
+            .allowlist_type("BackupState")
+            .allowlist_type("SessionBackupState")
+            .allowlist_type("pg_tm")
+            .allowlist_var("log_timezone")
+            .allowlist_var("MAXPGPATH")
+            .rustified_enum("SessionBackupState")
+            .generate()
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(Ok(b)) => b
+            .write_to_file(out_dir.join("bindings.rs"))
+            .unwrap_or_else(|e| fail(&format!("cannot write bindings: {e}"))),
+        Ok(Err(e)) if e.contains("libclang") => fail_libclang(),
+        Ok(Err(e)) => fail(&format!("bindgen failed on the server headers: {e}")),
+        Err(_) => fail_libclang(),
+    }
+}
+
+fn clang_sys_available() -> bool {
+    // bindgen's "runtime" feature loads libclang with dlopen; probe the usual
+    // places first so a missing library is reported, not panicked about.
+    if env::var_os("LIBCLANG_PATH").is_some() {
+        return true;
+    }
+    let dirs = [
+        "/usr/lib",
+        "/usr/lib64",
+        "/usr/local/lib",
+        "/usr/lib/x86_64-linux-gnu",
+        "/usr/lib/aarch64-linux-gnu",
+    ];
+    let in_dir = |d: &Path| {
+        fs::read_dir(d).map_or(false, |it| {
+            it.flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("libclang")
+                    && e.file_name().to_string_lossy().contains(".so")
+            })
+        })
+    };
+    dirs.iter().any(|d| in_dir(Path::new(d)))
+        || fs::read_dir("/usr/lib").map_or(false, |it| {
+            it.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("llvm"))
+                .any(|e| in_dir(&e.path().join("lib")))
+        })
+}
+
+fn fail_libclang() -> ! {
+    fail("libclang not found (bindgen needs it); install libclang-dev (Debian/Ubuntu) or clang-devel (RHEL), or set LIBCLANG_PATH")
+}
+
+fn compile_shim(server_inc: &Path) {
+    cc::Build::new()
+        .file("csrc/shim.c")
+        .include(server_inc)
+        .include("csrc")
+        .warnings(true)
+        // PostgreSQL's own headers trip these under -Wextra.
+        .flag_if_supported("-Wno-unused-parameter")
+        .flag_if_supported("-Wno-missing-field-initializers")
+        .flag_if_supported("-Wno-sign-compare")
+        .flag_if_supported("-fno-strict-aliasing")
+        .flag_if_supported("-fwrapv")
+        .compile("peb_shim");
+}

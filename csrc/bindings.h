@@ -1,0 +1,16 @@
+/*
+ * The server headers bindgen reads. Only the allowlist in build.rs reaches
+ * Rust; this list just has to make those declarations visible.
+ */
+#include "postgres.h"
+#include "fmgr.h"
+#include "access/xlog.h"
+#if PG_VERSION_NUM >= 160000
+#include "access/xlogbackup.h"
+#endif
+#include "lib/stringinfo.h"
+#include "pgtime.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/elog.h"
+#include "shim.h"

@@ -1,0 +1,275 @@
+//! Durable, race-free handling of backup_label and tablespace_map.
+//!
+//! Plain Rust over the file system, no server calls, so nothing here can
+//! longjmp. Every change is made durable the way the server makes its own
+//! control files durable: write a private temporary file, fsync it, move it
+//! into place, fsync the directory. A reader (the server at restart, a
+//! snapshot, a copy tool) therefore sees either no file or a whole one,
+//! never a half-written label.
+//!
+//! backup_label doubles as the lock that makes a backup exclusive: it is
+//! published with link(2), which fails if the name exists, so of several
+//! sessions racing pg_start_backup exactly one wins.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub const BACKUP_LABEL: &str = "backup_label";
+pub const TABLESPACE_MAP: &str = "tablespace_map";
+/// Where the server moves a backup_label it found at startup.
+pub const BACKUP_LABEL_OLD: &str = "backup_label.old";
+
+/// What publishing an exclusive file found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Published {
+    Created,
+    AlreadyExists,
+}
+
+fn tmp_name(name: &str) -> String {
+    format!("{name}.tmp.{}", std::process::id())
+}
+
+/// The server creates files with the data directory's group access
+/// (initdb --allow-group-access); follow the directory.
+fn file_mode(dir: &Path) -> u32 {
+    match fs::metadata(dir) {
+        Ok(m) if m.mode() & 0o070 != 0 => 0o640,
+        _ => 0o600,
+    }
+}
+
+/// Reads a small control file; `None` when it does not exist. At most
+/// `limit + 1` bytes are read, so a huge file cannot exhaust memory and the
+/// caller still sees that it is too long.
+pub fn read_optional(dir: &Path, name: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+    let file = match File::open(dir.join(name)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::file("open", name, &e)),
+    };
+    let mut content = Vec::new();
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| Error::file("read", name, &e))?;
+    Ok(Some(content))
+}
+
+pub fn exists(dir: &Path, name: &str) -> Result<bool> {
+    match fs::symlink_metadata(dir.join(name)) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::file("stat", name, &e)),
+    }
+}
+
+/// Writes `content` to a fresh temporary file next to `name` and fsyncs it.
+fn write_tmp(dir: &Path, name: &str, content: &[u8]) -> Result<PathBuf> {
+    let tmp = dir.join(tmp_name(name));
+    // A file of this name can only be left over from a crashed backend that
+    // had our pid; it is garbage.
+    let _ = fs::remove_file(&tmp);
+    let shown = tmp_name(name);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(file_mode(dir))
+            .open(&tmp)
+            .map_err(|e| Error::file("create", &shown, &e))?;
+        f.write_all(content)
+            .map_err(|e| Error::file("write", &shown, &e))?;
+        f.sync_all().map_err(|e| Error::file("fsync", &shown, &e))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::file("fsync", &dir.display().to_string(), &e))
+}
+
+/// Creates `name` with `content` unless it already exists, atomically and
+/// durably.
+pub fn publish_exclusive(dir: &Path, name: &str, content: &[u8]) -> Result<Published> {
+    let tmp = write_tmp(dir, name, content)?;
+    let linked = fs::hard_link(&tmp, dir.join(name));
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Published::AlreadyExists),
+        Err(e) => return Err(Error::file("link", name, &e)),
+    }
+    fsync_dir(dir)?;
+    Ok(Published::Created)
+}
+
+/// Creates or replaces `name` with `content`, atomically and durably.
+pub fn replace(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
+    let tmp = write_tmp(dir, name, content)?;
+    if let Err(e) = fs::rename(&tmp, dir.join(name)) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::file("rename", name, &e));
+    }
+    fsync_dir(dir)
+}
+
+/// Removes `name` durably. Returns whether it existed.
+pub fn remove(dir: &Path, name: &str) -> Result<bool> {
+    match fs::remove_file(dir.join(name)) {
+        Ok(()) => {
+            fsync_dir(dir)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::file("remove", name, &e)),
+    }
+}
+
+/// Renames `from` to `to` durably. Returns false if `from` did not exist:
+/// since rename(2) is atomic, of two sessions renaming the same file only one
+/// gets true.
+pub fn rename(dir: &Path, from: &str, to: &str) -> Result<bool> {
+    match fs::rename(dir.join(from), dir.join(to)) {
+        Ok(()) => {
+            fsync_dir(dir)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::file("rename", from, &e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("peb-files-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn publish_is_exclusive_and_leaves_no_temporary_file() {
+        let d = scratch("publish");
+        assert_eq!(
+            publish_exclusive(&d, BACKUP_LABEL, b"first\n").unwrap(),
+            Published::Created
+        );
+        assert_eq!(
+            publish_exclusive(&d, BACKUP_LABEL, b"second\n").unwrap(),
+            Published::AlreadyExists
+        );
+        assert_eq!(fs::read(d.join(BACKUP_LABEL)).unwrap(), b"first\n");
+        assert_eq!(names(&d), vec![BACKUP_LABEL.to_string()]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn racing_publishers_have_exactly_one_winner() {
+        let d = scratch("race");
+        let winners: usize = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let d = d.clone();
+                    s.spawn(move || {
+                        // Threads share a pid, so give each its own name space.
+                        let sub = d.join(format!("t{i}"));
+                        fs::create_dir_all(&sub).unwrap();
+                        let tmp = write_tmp(&sub, "x", format!("{i}\n").as_bytes()).unwrap();
+                        fs::hard_link(&tmp, d.join(BACKUP_LABEL)).is_ok() as usize
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(winners, 1);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn replace_overwrites_and_remove_reports_presence() {
+        let d = scratch("replace");
+        replace(&d, TABLESPACE_MAP, b"old\n").unwrap();
+        replace(&d, TABLESPACE_MAP, b"new\n").unwrap();
+        assert_eq!(
+            read_optional(&d, TABLESPACE_MAP, 100).unwrap(),
+            Some(b"new\n".to_vec())
+        );
+        assert!(remove(&d, TABLESPACE_MAP).unwrap());
+        assert!(!remove(&d, TABLESPACE_MAP).unwrap());
+        assert_eq!(read_optional(&d, TABLESPACE_MAP, 100).unwrap(), None);
+        assert!(names(&d).is_empty());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn read_is_bounded() {
+        let d = scratch("bounded");
+        fs::write(d.join("big"), vec![b'x'; 10_000]).unwrap();
+        assert_eq!(read_optional(&d, "big", 100).unwrap().unwrap().len(), 101);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn rename_has_one_winner() {
+        let d = scratch("rename");
+        fs::write(d.join("a"), b"x").unwrap();
+        assert!(rename(&d, "a", "b").unwrap());
+        assert!(!rename(&d, "a", "c").unwrap());
+        assert_eq!(names(&d), vec!["b".to_string()]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn mode_follows_group_access_of_the_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = scratch("mode");
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o750)).unwrap();
+        replace(&d, "g", b"x").unwrap();
+        assert_eq!(fs::metadata(d.join("g")).unwrap().mode() & 0o777, 0o640);
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
+        replace(&d, "p", b"x").unwrap();
+        assert_eq!(fs::metadata(d.join("p")).unwrap().mode() & 0o777, 0o600);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn failed_write_leaves_nothing_behind() {
+        let d = scratch("fail");
+        // A directory in the way of the final name makes the rename fail.
+        fs::create_dir(d.join(TABLESPACE_MAP)).unwrap();
+        fs::write(d.join(TABLESPACE_MAP).join("f"), b"x").unwrap();
+        let e = replace(&d, TABLESPACE_MAP, b"x").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("could not rename file \"tablespace_map\""),
+            "{e}"
+        );
+        assert_eq!(names(&d), vec![TABLESPACE_MAP.to_string()]);
+        fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,77 @@
+//! pg_exclusive_backup: the exclusive low-level backup API
+//! (pg_start_backup / pg_stop_backup) for PostgreSQL 15 and later.
+//!
+//! Module map:
+//! - `label`: the backup_label format (pure Rust, unit-tested)
+//! - `files`: durable, race-free file handling (pure Rust, unit-tested)
+//! - `error`: errors with their SQLSTATEs
+//! - `boundary`: the longjmp/panic boundary between Rust and the server
+//! - `server`: safe wrappers over the server calls
+//! - `sql`: what each SQL function does
+//!
+//! This file holds only what the server's loader looks up by name: the
+//! magic block and one `pg_finfo_*` record plus entry point per function.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod files;
+mod label;
+
+// The modules below refer to server symbols, which only the server process
+// provides; the unit-test binary is built without them.
+#[cfg(not(test))]
+mod bindings;
+#[cfg(not(test))]
+mod boundary;
+#[cfg(not(test))]
+mod server;
+#[cfg(not(test))]
+mod sql;
+
+#[cfg(not(test))]
+mod exports {
+    use crate::bindings::{Pg_finfo_record, Pg_magic_struct};
+    use crate::boundary::{entry, Datum, FunctionCallInfo};
+    use crate::sql;
+
+    #[no_mangle]
+    pub extern "C" fn Pg_magic_func() -> *const Pg_magic_struct {
+        // SAFETY: returns a pointer to static data built by the C shim.
+        unsafe { crate::bindings::peb_magic_data() }
+    }
+
+    static FINFO_V1: Pg_finfo_record = Pg_finfo_record { api_version: 1 };
+
+    /// Declares one SQL-callable function: `pg_finfo_<name>` says it uses the
+    /// version-1 calling convention, `<name>` runs `body` through the boundary.
+    macro_rules! sql_function {
+        ($name:ident, $finfo:ident, $body:path) => {
+            #[no_mangle]
+            pub extern "C" fn $finfo() -> *const Pg_finfo_record {
+                &FINFO_V1
+            }
+
+            #[no_mangle]
+            pub extern "C" fn $name(fcinfo: FunctionCallInfo) -> Datum {
+                entry(fcinfo, $body)
+            }
+        };
+    }
+
+    sql_function!(
+        peb_start_backup,
+        pg_finfo_peb_start_backup,
+        sql::start_backup
+    );
+    sql_function!(peb_stop_backup, pg_finfo_peb_stop_backup, sql::stop_backup);
+    sql_function!(
+        peb_is_in_backup,
+        pg_finfo_peb_is_in_backup,
+        sql::is_in_backup
+    );
+    sql_function!(
+        peb_backup_start_time,
+        pg_finfo_peb_backup_start_time,
+        sql::backup_start_time
+    );
+}

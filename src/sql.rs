@@ -1,0 +1,283 @@
+//! What each SQL function does. The exported symbols and their pg_finfo
+//! records are in lib.rs; each calls [`crate::boundary::entry`] with one of
+//! the bodies below.
+//!
+//! Invariant kept by start and stop: while the server is up, a backup_label
+//! written by pg_start_backup exists exactly when the server counts that
+//! exclusive backup among its running backups. Every path that changes one
+//! changes the other, with interrupts held in between, and undoes its own
+//! step if the other cannot be made.
+
+use std::ffi::CString;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::boundary::{Datum, FunctionCallInfo, InterruptsHeld};
+use crate::error::{
+    Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY,
+};
+use crate::files::{self, Published, BACKUP_LABEL, TABLESPACE_MAP};
+use crate::label::{self, BackupLabel, BadLabelText, MAX_FILE_BYTES, MAX_LABEL_BYTES};
+use crate::server;
+
+/// Backends run SQL functions with the data directory as working directory.
+fn data_dir() -> &'static Path {
+    Path::new(".")
+}
+
+/// Set while this session's server-side backup state was put there by our
+/// pg_start_backup (and not yet cleared by a pg_stop_backup in this
+/// session). It tells our own running backup apart from a non-exclusive
+/// backup (pg_backup_start) running in the same session. Backends are
+/// single-threaded; the atomic is only for safe access to a static.
+static EXCLUSIVE_STARTED_HERE: AtomicBool = AtomicBool::new(false);
+
+fn recovery_error() -> Error {
+    Error::new(NOT_READY, "recovery is in progress")
+        .hint("WAL control functions cannot be executed during recovery.")
+}
+
+fn already_running() -> Error {
+    Error::new(NOT_READY, "a backup is already in progress")
+        .hint("Run pg_stop_backup() and try again.")
+}
+
+fn not_running() -> Error {
+    Error::new(NOT_READY, "exclusive backup not in progress")
+        .hint("Did you call pg_start_backup()?")
+}
+
+fn invalid_label(err: label::LabelError) -> Error {
+    Error::new(
+        NOT_READY,
+        format!("invalid data in file \"{BACKUP_LABEL}\""),
+    )
+    .detail(err.to_string())
+    .hint(format!(
+        "If no exclusive backup is running, move \"{BACKUP_LABEL}\" out of the data directory. \
+         Never do this on a restored backup or a standby."
+    ))
+}
+
+/// A non-exclusive backup started in this session owns the session's backup
+/// state; the exclusive functions must not touch it.
+fn refuse_if_nonexclusive_backup_here() -> Result<()> {
+    if server::session_backup_running()? && !EXCLUSIVE_STARTED_HERE.load(Ordering::Relaxed) {
+        return Err(Error::new(
+            NOT_READY,
+            "a non-exclusive backup is in progress in this session",
+        )
+        .hint("Finish it with pg_backup_stop() first, or use another session."));
+    }
+    Ok(())
+}
+
+/// Reads and validates backup_label; `None` when there is none.
+fn current_label() -> Result<Option<(Vec<u8>, BackupLabel)>> {
+    match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? {
+        None => Ok(None),
+        Some(text) => {
+            let parsed = label::parse(&text).map_err(invalid_label)?;
+            Ok(Some((text, parsed)))
+        }
+    }
+}
+
+pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
+    let label_text = server::text_arg(fcinfo, 0)?;
+    let fast = server::bool_arg(fcinfo, 1);
+
+    match label::check_label_text(&label_text) {
+        Ok(()) => {}
+        Err(BadLabelText::TooLong { bytes }) => {
+            return Err(Error::new(
+                INVALID_PARAMETER_VALUE,
+                format!("backup label too long (max {MAX_LABEL_BYTES} bytes)"),
+            )
+            .detail(format!("The label is {bytes} bytes long.")))
+        }
+        Err(BadLabelText::HasLineBreak) => {
+            return Err(Error::new(
+                INVALID_PARAMETER_VALUE,
+                "backup label must not contain a line break",
+            )
+            .detail("A newline or carriage return would corrupt the backup_label file."))
+        }
+    }
+    if server::recovery_in_progress()? {
+        return Err(recovery_error());
+    }
+    refuse_if_nonexclusive_backup_here()?;
+    refuse_if_stale_session_state()?;
+    // Cheap early check, so a second caller does not wait for a checkpoint
+    // only to lose; the race-free check is the exclusive publish below.
+    if files::exists(data_dir(), BACKUP_LABEL)? {
+        return Err(already_running());
+    }
+
+    let c_label = CString::new(label_text)
+        .map_err(|_| Error::new(INVALID_PARAMETER_VALUE, "backup label contains a NUL byte"))?;
+    let started = server::start_backup(&c_label, fast)?;
+    EXCLUSIVE_STARTED_HERE.store(true, Ordering::Relaxed);
+
+    // From here until the label is on disk, or the server has left backup
+    // mode again, nothing may interrupt us.
+    let held = InterruptsHeld::new();
+    let outcome = match label::exclusive_label_from_server(&started.label_text) {
+        Ok((text, _)) => write_backup_files(&text, &started.tablespace_map)
+            .map_err(|e| undo_start(Some(&text), e)),
+        Err(e) => Err(undo_start(
+            None,
+            Error::new(
+                crate::error::INTERNAL_ERROR,
+                "the server built a backup label this extension cannot read",
+            )
+            .detail(e.to_string()),
+        )),
+    };
+    drop(held);
+    outcome?;
+    Ok(started.start_lsn as Datum)
+}
+
+/// Writes backup_label (exclusively, which settles any race) and then
+/// tablespace_map.
+fn write_backup_files(label_text: &[u8], tablespace_map: &[u8]) -> Result<()> {
+    if files::publish_exclusive(data_dir(), BACKUP_LABEL, label_text)? == Published::AlreadyExists {
+        return Err(already_running()
+            .detail("Another session started an exclusive backup at the same time."));
+    }
+    // The label is ours now, and with it the right to write tablespace_map.
+    // A stale map from an interrupted backup must not end up in this one.
+    if tablespace_map.is_empty() {
+        files::remove(data_dir(), TABLESPACE_MAP).map(|_| ())
+    } else {
+        files::replace(data_dir(), TABLESPACE_MAP, tablespace_map)
+    }
+}
+
+/// Undoes a start that failed after the server entered backup mode: removes
+/// our label if it got written, then takes the server out of backup mode.
+/// If our label cannot be removed, the backup is left running (and
+/// stoppable) rather than leaving a label the server does not count.
+fn undo_start(ours: Option<&[u8]>, err: Error) -> Error {
+    let ours_on_disk = ours.is_some_and(|ours| {
+        matches!(files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES), Ok(Some(t)) if t == ours)
+    });
+    if ours_on_disk {
+        if let Err(e) = files::remove(data_dir(), BACKUP_LABEL) {
+            let _ = err;
+            return e.hint("The exclusive backup was started but could not be completed; end it with pg_stop_backup().");
+        }
+    }
+    match server::abort_session_backup() {
+        Ok(()) => EXCLUSIVE_STARTED_HERE.store(false, Ordering::Relaxed),
+        Err(e) => return e,
+    }
+    err
+}
+
+/// On servers built with assertions, PostgreSQL 16 and later assert that a
+/// session starting a backup has none running. A session whose exclusive
+/// backup was stopped by another session still has its own state set (only
+/// the server can reset it), so starting again from it would trip that
+/// assertion if the start failed. Production builds are unaffected.
+fn refuse_if_stale_session_state() -> Result<()> {
+    if cfg!(all(pg16_plus, pg_assert_enabled)) && server::session_backup_running()? {
+        return Err(Error::new(NOT_READY, "this session cannot start another exclusive backup")
+            .detail("Its previous exclusive backup was stopped by another session, and this server is built with assertions.")
+            .hint("Start the backup from a new session."));
+    }
+    Ok(())
+}
+
+pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
+    let wait_for_archive = server::bool_arg(fcinfo, 0);
+
+    if server::recovery_in_progress()? {
+        return Err(recovery_error());
+    }
+    refuse_if_nonexclusive_backup_here()?;
+    // Validate everything before touching anything: any error up to the
+    // claim below leaves the backup running and stoppable.
+    let Some((text, parsed)) = current_label()? else {
+        return Err(not_running());
+    };
+    #[cfg(pg16_plus)]
+    server::start_time_unix(&parsed.start_time)?;
+
+    let claimed = format!("{BACKUP_LABEL}.stopping.{}", std::process::id());
+    let held = InterruptsHeld::new();
+    let (text, parsed) = claim_label(&claimed, text, parsed)?;
+    // The label is gone from its place; the server must now leave backup
+    // mode whatever happens. do_pg_backup_stop cannot fail before it does
+    // (its only earlier checks are recovery and wal_level, settled above),
+    // and nothing between here and there checks for interrupts.
+    let _ = files::remove(data_dir(), &claimed);
+    drop(held);
+    let result = server::stop_backup(&parsed, &text, wait_for_archive);
+    if !server::session_backup_running().unwrap_or(true) {
+        EXCLUSIVE_STARTED_HERE.store(false, Ordering::Relaxed);
+    }
+    let stop_lsn = result?;
+    Ok(stop_lsn as Datum)
+}
+
+/// Takes backup_label out of its place under a name private to this
+/// session, so that of two sessions stopping at once exactly one proceeds,
+/// and removes tablespace_map. If the map cannot be removed, the label is
+/// put back and the backup stays running.
+fn claim_label(
+    claimed: &str,
+    text: Vec<u8>,
+    parsed: BackupLabel,
+) -> Result<(Vec<u8>, BackupLabel)> {
+    if !files::rename(data_dir(), BACKUP_LABEL, claimed)? {
+        return Err(not_running().detail("Another session stopped it at the same time."));
+    }
+    let put_back = |e: Error| {
+        let _ = files::rename(data_dir(), claimed, BACKUP_LABEL);
+        e
+    };
+    // Another session may have stopped the backup we read and started a new
+    // one in between; what we claimed is what we stop.
+    let claimed_text = files::read_optional(data_dir(), claimed, MAX_FILE_BYTES)
+        .map_err(put_back)?
+        .unwrap_or_default();
+    let (text, parsed) = if claimed_text == text {
+        (text, parsed)
+    } else {
+        let p = label::parse(&claimed_text).map_err(|e| put_back(invalid_label(e)))?;
+        (claimed_text, p)
+    };
+    files::remove(data_dir(), TABLESPACE_MAP).map_err(put_back)?;
+    Ok((text, parsed))
+}
+
+pub fn is_in_backup(_fcinfo: FunctionCallInfo) -> Result<Datum> {
+    // No exclusive backup can run during recovery; a label there belongs to
+    // the backup being restored.
+    if server::recovery_in_progress()? {
+        return Ok(false as Datum);
+    }
+    Ok(current_label()?.is_some() as Datum)
+}
+
+pub fn backup_start_time(fcinfo: FunctionCallInfo) -> Result<Datum> {
+    let found = if server::recovery_in_progress()? {
+        None
+    } else {
+        current_label()?
+    };
+    match found {
+        Some((_, parsed)) => {
+            let unix = server::start_time_unix(&parsed.start_time)?;
+            Ok(label::timestamptz_from_unix(unix) as Datum)
+        }
+        None => {
+            // SAFETY: fcinfo is the server's call frame for this function.
+            unsafe { (*fcinfo).isnull = true };
+            Ok(0)
+        }
+    }
+}
