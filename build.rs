@@ -21,16 +21,13 @@ fn fail(msg: &str) -> ! {
 }
 
 fn pg_config(pg_config: &str, arg: &str) -> String {
-    let out = Command::new(pg_config)
-        .arg(arg)
-        .output()
-        .unwrap_or_else(|e| {
-            fail(&format!(
-                "cannot run pg_config ({pg_config}: {e}); install the PostgreSQL server \
+    let out = Command::new(pg_config).arg(arg).output().unwrap_or_else(|e| {
+        fail(&format!(
+            "cannot run pg_config ({pg_config}: {e}); install the PostgreSQL server \
              development package (Debian: postgresql-server-dev-NN, RHEL: postgresqlNN-devel) \
              or set PG_CONFIG=/path/to/pg_config"
-            ))
-        });
+        ))
+    });
     if !out.status.success() {
         fail(&format!(
             "{pg_config} {arg} failed: {}",
@@ -65,10 +62,7 @@ fn main() {
 
     let pg_config_bin = env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".into());
     let server_inc = PathBuf::from(pg_config(&pg_config_bin, "--includedir-server"));
-    println!(
-        "cargo:rerun-if-changed={}",
-        server_inc.join("pg_config.h").display()
-    );
+    println!("cargo:rerun-if-changed={}", server_inc.join("pg_config.h").display());
 
     let pg_config_h = fs::read_to_string(server_inc.join("pg_config.h")).unwrap_or_else(|_| {
         fail(&format!(

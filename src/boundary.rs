@@ -56,21 +56,12 @@ pub fn guarded<R: Copy, F: FnOnce() -> R + Copy>(f: F) -> Result<R> {
     let mut call = Call { f, out: None };
     // SAFETY: peb_try calls the trampoline once with the pointer we pass and
     // returns before `call` goes out of scope.
-    let caught = unsafe {
-        pg::peb_try(
-            Some(trampoline::<F, R>),
-            &mut call as *mut Call<F, R> as *mut c_void,
-        )
-    };
+    let caught = unsafe { pg::peb_try(Some(trampoline::<F, R>), &mut call as *mut Call<F, R> as *mut c_void) };
     if !caught.is_null() {
         return Err(Error::Server(ServerError(caught as *mut c_void)));
     }
-    call.out.ok_or_else(|| {
-        Error::new(
-            crate::error::INTERNAL_ERROR,
-            "a guarded server call returned no result",
-        )
-    })
+    call.out
+        .ok_or_else(|| Error::new(crate::error::INTERNAL_ERROR, "a guarded server call returned no result"))
 }
 
 /// Holds off query cancel and backend termination for as long as it lives;
@@ -129,9 +120,7 @@ impl Pending {
                 hint,
             } => {
                 let copy = || -> Result<Pending> {
-                    let opt = |t: &Option<String>| {
-                        t.as_deref().map_or(Ok(std::ptr::null()), server_string)
-                    };
+                    let opt = |t: &Option<String>| t.as_deref().map_or(Ok(std::ptr::null()), server_string);
                     Ok(Pending::Report {
                         sqlstate: packed_sqlstate(sqlstate),
                         message: server_string(&message)?,

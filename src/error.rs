@@ -136,19 +136,12 @@ mod tests {
         // as the server's headers compute them.
         assert_eq!(packed_sqlstate(*b"55000"), 5 | (5 << 6));
         assert_eq!(packed_sqlstate(*b"XX000"), 40 | (40 << 6));
-        assert_eq!(
-            packed_sqlstate(*b"58P01"),
-            5 | (8 << 6) | (32 << 12) | (1 << 24)
-        );
+        assert_eq!(packed_sqlstate(*b"58P01"), 5 | (8 << 6) | (32 << 12) | (1 << 24));
     }
 
     #[test]
     fn file_errors_read_like_the_server() {
-        let e = Error::file(
-            "write",
-            "backup_label",
-            &io::Error::from_raw_os_error(libc::ENOSPC),
-        );
+        let e = Error::file("write", "backup_label", &io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(e.sqlstate(), Some(*b"53100"));
         assert_eq!(
             e.to_string(),

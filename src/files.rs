@@ -81,8 +81,7 @@ fn write_tmp(dir: &Path, name: &str, content: &[u8]) -> Result<PathBuf> {
             .mode(file_mode(dir))
             .open(&tmp)
             .map_err(|e| Error::file("create", &shown, &e))?;
-        f.write_all(content)
-            .map_err(|e| Error::file("write", &shown, &e))?;
+        f.write_all(content).map_err(|e| Error::file("write", &shown, &e))?;
         f.sync_all().map_err(|e| Error::file("fsync", &shown, &e))?;
         Ok(())
     })();
@@ -215,10 +214,7 @@ mod tests {
         let d = scratch("replace");
         replace(&d, TABLESPACE_MAP, b"old\n").unwrap();
         replace(&d, TABLESPACE_MAP, b"new\n").unwrap();
-        assert_eq!(
-            read_optional(&d, TABLESPACE_MAP, 100).unwrap(),
-            Some(b"new\n".to_vec())
-        );
+        assert_eq!(read_optional(&d, TABLESPACE_MAP, 100).unwrap(), Some(b"new\n".to_vec()));
         assert!(remove(&d, TABLESPACE_MAP).unwrap());
         assert!(!remove(&d, TABLESPACE_MAP).unwrap());
         assert_eq!(read_optional(&d, TABLESPACE_MAP, 100).unwrap(), None);
@@ -265,8 +261,7 @@ mod tests {
         fs::write(d.join(TABLESPACE_MAP).join("f"), b"x").unwrap();
         let e = replace(&d, TABLESPACE_MAP, b"x").unwrap_err();
         assert!(
-            e.to_string()
-                .starts_with("could not rename file \"tablespace_map\""),
+            e.to_string().starts_with("could not rename file \"tablespace_map\""),
             "{e}"
         );
         assert_eq!(names(&d), vec![TABLESPACE_MAP.to_string()]);

@@ -92,9 +92,7 @@ pub fn check_label_text(label: &[u8]) -> Result<(), BadLabelText> {
 /// we write: same lines, but marked as an exclusive backup. The result is
 /// parsed before it is returned, so a format change in a future server is
 /// caught here and not at restore time.
-pub fn exclusive_label_from_server(
-    server_text: &[u8],
-) -> Result<(Vec<u8>, BackupLabel), LabelError> {
+pub fn exclusive_label_from_server(server_text: &[u8]) -> Result<(Vec<u8>, BackupLabel), LabelError> {
     let from = format!("\nBACKUP METHOD: {SERVER_METHOD}\n");
     let to = format!("\nBACKUP METHOD: {EXCLUSIVE_METHOD}\n");
     let at = find(server_text, from.as_bytes()).ok_or_else(|| LabelError {
@@ -125,10 +123,7 @@ pub fn parse(content: &[u8]) -> Result<BackupLabel, LabelError> {
     if content.len() > MAX_FILE_BYTES {
         return Err(LabelError {
             line: 0,
-            reason: format!(
-                "The file is {} bytes long, more than a label can be.",
-                content.len()
-            ),
+            reason: format!("The file is {} bytes long, more than a label can be.", content.len()),
         });
     }
     if content.last() != Some(&b'\n') {
@@ -157,8 +152,7 @@ pub fn parse(content: &[u8]) -> Result<BackupLabel, LabelError> {
     };
 
     let (n, v) = next("START WAL LOCATION")?;
-    let (start_lsn, start_wal_file) =
-        parse_start_location(v).map_err(|reason| LabelError { line: n, reason })?;
+    let (start_lsn, start_wal_file) = parse_start_location(v).map_err(|reason| LabelError { line: n, reason })?;
     let (n, v) = next("CHECKPOINT LOCATION")?;
     let checkpoint_lsn = parse_lsn(v).map_err(|reason| LabelError { line: n, reason })?;
     if checkpoint_lsn < start_lsn {
@@ -198,19 +192,15 @@ pub fn parse(content: &[u8]) -> Result<BackupLabel, LabelError> {
     }
     let label = v.to_vec();
     let (n, v) = next("START TIMELINE")?;
-    let start_timeline = parse_decimal_u32(v)
-        .filter(|&t| t > 0)
-        .ok_or_else(|| LabelError {
-            line: n,
-            reason: "The start timeline is not a positive number.".into(),
-        })?;
+    let start_timeline = parse_decimal_u32(v).filter(|&t| t > 0).ok_or_else(|| LabelError {
+        line: n,
+        reason: "The start timeline is not a positive number.".into(),
+    })?;
     let file_timeline = u32::from_str_radix(&start_wal_file[..8], 16).unwrap_or(0);
     if file_timeline != start_timeline {
         return Err(LabelError {
             line: n,
-            reason: format!(
-                "The start timeline {start_timeline} does not match WAL file {start_wal_file}."
-            ),
+            reason: format!("The start timeline {start_timeline} does not match WAL file {start_wal_file}."),
         });
     }
     if let Some((n, _)) = lines.next() {
@@ -231,19 +221,12 @@ pub fn parse(content: &[u8]) -> Result<BackupLabel, LabelError> {
 
 /// "0/2000028 (file 000000010000000000000002)"
 fn parse_start_location(v: &[u8]) -> Result<(Lsn, String), String> {
-    let text =
-        std::str::from_utf8(v).map_err(|_| "The start WAL location is not ASCII.".to_string())?;
+    let text = std::str::from_utf8(v).map_err(|_| "The start WAL location is not ASCII.".to_string())?;
     let (lsn, rest) = text
         .split_once(" (file ")
         .ok_or("expected \"<LSN> (file <WAL file>)\".")?;
-    let file = rest
-        .strip_suffix(')')
-        .ok_or("expected \"<LSN> (file <WAL file>)\".")?;
-    if file.len() != 24
-        || !file
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-    {
+    let file = rest.strip_suffix(')').ok_or("expected \"<LSN> (file <WAL file>)\".")?;
+    if file.len() != 24 || !file.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
         return Err(format!("\"{file}\" is not a WAL file name."));
     }
     Ok((parse_lsn(lsn.as_bytes())?, file.to_string()))
@@ -301,12 +284,10 @@ fn parse_start_time(v: &[u8]) -> Result<StartTime, String> {
     if d.len() != 3 || t.len() != 3 {
         return Err(bad());
     }
-    let (Some(year), Some(month), Some(day)) = (field(d[0], 4), field(d[1], 2), field(d[2], 2))
-    else {
+    let (Some(year), Some(month), Some(day)) = (field(d[0], 4), field(d[1], 2), field(d[2], 2)) else {
         return Err(bad());
     };
-    let (Some(hour), Some(minute), Some(second)) = (field(t[0], 2), field(t[1], 2), field(t[2], 2))
-    else {
+    let (Some(hour), Some(minute), Some(second)) = (field(t[0], 2), field(t[1], 2), field(t[2], 2)) else {
         return Err(bad());
     };
     let valid_zone = !zone.is_empty()
@@ -356,10 +337,7 @@ impl StartTime {
         let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(self.day) - 1;
         let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
         let days = era * 146_097 + doe - 719_468;
-        days * 86_400
-            + i64::from(self.hour) * 3600
-            + i64::from(self.minute) * 60
-            + i64::from(self.second)
+        days * 86_400 + i64::from(self.hour) * 3600 + i64::from(self.minute) * 60 + i64::from(self.second)
     }
 }
 
@@ -384,9 +362,7 @@ LABEL: nightly snapshot\n\
 START TIMELINE: 1\n";
 
     fn ours() -> Vec<u8> {
-        SERVER_TEXT
-            .replace("streamed", "pg_start_backup")
-            .into_bytes()
+        SERVER_TEXT.replace("streamed", "pg_start_backup").into_bytes()
     }
 
     fn err_of(content: &str) -> LabelError {
@@ -415,9 +391,7 @@ START TIMELINE: 1\n";
     #[test]
     fn label_keeps_spaces_quotes_and_multibyte_text() {
         let label = "it's a \"test\"  with  spaces — ümlaut 日本語 ";
-        let text = String::from_utf8(ours())
-            .unwrap()
-            .replace("nightly snapshot", label);
+        let text = String::from_utf8(ours()).unwrap().replace("nightly snapshot", label);
         assert_eq!(parse(text.as_bytes()).unwrap().label, label.as_bytes());
     }
 
@@ -463,15 +437,10 @@ START TIMELINE: 1\n";
     fn truncated_file_is_rejected() {
         let text = String::from_utf8(ours()).unwrap();
         for cut in 1..text.len() {
-            assert!(
-                parse(&text.as_bytes()[..cut]).is_err(),
-                "cut at {cut} accepted"
-            );
+            assert!(parse(&text.as_bytes()[..cut]).is_err(), "cut at {cut} accepted");
         }
         assert!(err_of("").to_string().contains("empty"));
-        assert!(err_of(&text[..text.len() - 1])
-            .to_string()
-            .contains("newline"));
+        assert!(err_of(&text[..text.len() - 1]).to_string().contains("newline"));
     }
 
     #[test]
@@ -507,22 +476,10 @@ START TIMELINE: 1\n";
             ("0/2000028 (file", "0/20000G8 (file"),
             ("0/2000028 (file", "02000028 (file"),
             ("0/2000028 (file", "123456789/0 (file"),
-            (
-                "(file 000000010000000000000002)",
-                "(file 00000001000000000000002)",
-            ),
-            (
-                "(file 000000010000000000000002)",
-                "(file 00000001000000000000000g)",
-            ),
-            (
-                "(file 000000010000000000000002)",
-                "(file 000000010000000000000002",
-            ),
-            (
-                "CHECKPOINT LOCATION: 0/2000060",
-                "CHECKPOINT LOCATION: 0/2000000",
-            ),
+            ("(file 000000010000000000000002)", "(file 00000001000000000000002)"),
+            ("(file 000000010000000000000002)", "(file 00000001000000000000000g)"),
+            ("(file 000000010000000000000002)", "(file 000000010000000000000002"),
+            ("CHECKPOINT LOCATION: 0/2000060", "CHECKPOINT LOCATION: 0/2000000"),
             ("CHECKPOINT LOCATION: 0/2000060", "CHECKPOINT LOCATION: /"),
             ("START TIMELINE: 1", "START TIMELINE: 2"),
             ("START TIMELINE: 1", "START TIMELINE: 0"),
@@ -579,10 +536,7 @@ START TIMELINE: 1\n";
             check_label_text(&[b'a'; MAX_LABEL_BYTES + 1]),
             Err(BadLabelText::TooLong { bytes: 1024 })
         );
-        assert_eq!(
-            check_label_text(b"two\nlines"),
-            Err(BadLabelText::HasLineBreak)
-        );
+        assert_eq!(check_label_text(b"two\nlines"), Err(BadLabelText::HasLineBreak));
         assert_eq!(check_label_text(b"cr\r"), Err(BadLabelText::HasLineBreak));
         // Multibyte text is counted in bytes, as the server counts it.
         assert_eq!(
@@ -613,10 +567,7 @@ START TIMELINE: 1\n";
             zone: "UTC".into(),
         };
         assert_eq!(t(1970, 1, 1, 0, 0, 0).local_seconds(), 0);
-        assert_eq!(
-            t(2000, 1, 1, 0, 0, 0).local_seconds(),
-            POSTGRES_EPOCH_UNIX_SECONDS
-        );
+        assert_eq!(t(2000, 1, 1, 0, 0, 0).local_seconds(), POSTGRES_EPOCH_UNIX_SECONDS);
         assert_eq!(t(2024, 2, 29, 12, 0, 0).local_seconds(), 1_709_208_000);
         assert_eq!(t(2026, 11, 25, 3, 5, 6).local_seconds(), 1_795_575_906);
         assert_eq!(timestamptz_from_unix(POSTGRES_EPOCH_UNIX_SECONDS), 0);

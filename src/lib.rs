@@ -58,20 +58,15 @@ mod exports {
         };
     }
 
-    sql_function!(
-        peb_start_backup,
-        pg_finfo_peb_start_backup,
-        sql::start_backup
-    );
+    sql_function!(peb_start_backup, pg_finfo_peb_start_backup, sql::start_backup);
     sql_function!(peb_stop_backup, pg_finfo_peb_stop_backup, sql::stop_backup);
-    sql_function!(
-        peb_is_in_backup,
-        pg_finfo_peb_is_in_backup,
-        sql::is_in_backup
-    );
+    sql_function!(peb_is_in_backup, pg_finfo_peb_is_in_backup, sql::is_in_backup);
     sql_function!(
         peb_backup_start_time,
         pg_finfo_peb_backup_start_time,
         sql::backup_start_time
     );
+    // Not part of the SQL script: the tests declare it by hand to prove that
+    // a panic becomes an ERROR and the backend lives on.
+    sql_function!(peb_test_panic, pg_finfo_peb_test_panic, sql::test_panic);
 }

@@ -30,8 +30,7 @@ pub fn text_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<Vec<u8>> {
     // is a valid, non-null varlena.
     let datum = unsafe { (*fcinfo).args.as_slice(n + 1)[n].value };
     // SAFETY: text_to_cstring detoasts and copies into a palloc'd string.
-    let ptr =
-        guarded(move || unsafe { pg::text_to_cstring(datum as *const pg::text) as *const c_char })?;
+    let ptr = guarded(move || unsafe { pg::text_to_cstring(datum as *const pg::text) as *const c_char })?;
     // SAFETY: the server returned a NUL-terminated string.
     Ok(unsafe { CStr::from_ptr(ptr) }.to_bytes().to_vec())
 }
@@ -77,14 +76,7 @@ pub fn start_backup(label: &CStr, fast: bool) -> Result<Started> {
                 let mapfile = pg::makeStringInfo();
                 let mut tli: pg::TimeLineID = 0;
                 let mut tablespaces: *mut pg::List = ptr::null_mut();
-                let lsn = pg::do_pg_backup_start(
-                    label_ptr,
-                    fast,
-                    &mut tli,
-                    labelfile,
-                    &mut tablespaces,
-                    mapfile,
-                );
+                let lsn = pg::do_pg_backup_start(label_ptr, fast, &mut tli, labelfile, &mut tablespaces, mapfile);
                 (lsn, labelfile, mapfile)
             }
         })?;
@@ -103,8 +95,7 @@ pub fn start_backup(label: &CStr, fast: bool) -> Result<Started> {
         let (state, mapfile, text) = guarded(move || {
             // SAFETY: documented server API; all pointers are valid for the call.
             unsafe {
-                let state =
-                    pg::palloc0(std::mem::size_of::<pg::BackupState>()) as *mut pg::BackupState;
+                let state = pg::palloc0(std::mem::size_of::<pg::BackupState>()) as *mut pg::BackupState;
                 let mapfile = pg::makeStringInfo();
                 let mut tablespaces: *mut pg::List = ptr::null_mut();
                 pg::do_pg_backup_start(label_ptr, fast, &mut tablespaces, state, mapfile);
@@ -138,8 +129,7 @@ pub fn stop_backup(label: &BackupLabel, label_text: &[u8], wait_for_archive: boo
     #[cfg(not(pg16_plus))]
     {
         // The 15 API re-parses the text; hand it exactly what the file says.
-        let text = CString::new(label_text)
-            .map_err(|_| Error::new(INTERNAL_ERROR, "label text contains NUL"))?;
+        let text = CString::new(label_text).map_err(|_| Error::new(INTERNAL_ERROR, "label text contains NUL"))?;
         let text_ptr = text.as_ptr() as *mut c_char;
         guarded(move || {
             let mut tli: pg::TimeLineID = 0;
@@ -185,8 +175,7 @@ fn backup_state(label: &BackupLabel) -> Result<pg::BackupState> {
 /// which is exact even for abbreviations that mean different offsets in
 /// different zones.
 pub fn start_time_unix(t: &StartTime) -> Result<i64> {
-    let zone = CString::new(t.zone.as_str())
-        .map_err(|_| Error::new(INTERNAL_ERROR, "zone contains NUL"))?;
+    let zone = CString::new(t.zone.as_str()).map_err(|_| Error::new(INTERNAL_ERROR, "zone contains NUL"))?;
     let zone_ptr = zone.as_ptr();
     let mut tm = pg::pg_tm {
         tm_year: t.year,
@@ -200,9 +189,7 @@ pub fn start_time_unix(t: &StartTime) -> Result<i64> {
     let tm_ptr: *mut pg::pg_tm = &mut tm;
     // SAFETY: `tm` and `zone` outlive the call; log_timezone is set up by
     // the time any SQL function runs.
-    let offset = guarded(move || unsafe {
-        pg::DetermineTimeZoneAbbrevOffset(tm_ptr, zone_ptr, pg::log_timezone)
-    })?;
+    let offset = guarded(move || unsafe { pg::DetermineTimeZoneAbbrevOffset(tm_ptr, zone_ptr, pg::log_timezone) })?;
     // The server's offsets count seconds west of Greenwich.
     Ok(t.local_seconds() + i64::from(offset))
 }

@@ -13,9 +13,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::boundary::{Datum, FunctionCallInfo, InterruptsHeld};
-use crate::error::{
-    Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY,
-};
+use crate::error::{Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
 use crate::files::{self, Published, BACKUP_LABEL, TABLESPACE_MAP};
 use crate::label::{self, BackupLabel, BadLabelText, MAX_FILE_BYTES, MAX_LABEL_BYTES};
 use crate::server;
@@ -33,41 +31,34 @@ fn data_dir() -> &'static Path {
 static EXCLUSIVE_STARTED_HERE: AtomicBool = AtomicBool::new(false);
 
 fn recovery_error() -> Error {
-    Error::new(NOT_READY, "recovery is in progress")
-        .hint("WAL control functions cannot be executed during recovery.")
+    Error::new(NOT_READY, "recovery is in progress").hint("WAL control functions cannot be executed during recovery.")
 }
 
 fn already_running() -> Error {
-    Error::new(NOT_READY, "a backup is already in progress")
-        .hint("Run pg_stop_backup() and try again.")
+    Error::new(NOT_READY, "a backup is already in progress").hint("Run pg_stop_backup() and try again.")
 }
 
 fn not_running() -> Error {
-    Error::new(NOT_READY, "exclusive backup not in progress")
-        .hint("Did you call pg_start_backup()?")
+    Error::new(NOT_READY, "exclusive backup not in progress").hint("Did you call pg_start_backup()?")
 }
 
 fn invalid_label(err: label::LabelError) -> Error {
-    Error::new(
-        NOT_READY,
-        format!("invalid data in file \"{BACKUP_LABEL}\""),
-    )
-    .detail(err.to_string())
-    .hint(format!(
-        "If no exclusive backup is running, move \"{BACKUP_LABEL}\" out of the data directory. \
+    Error::new(NOT_READY, format!("invalid data in file \"{BACKUP_LABEL}\""))
+        .detail(err.to_string())
+        .hint(format!(
+            "If no exclusive backup is running, move \"{BACKUP_LABEL}\" out of the data directory. \
          Never do this on a restored backup or a standby."
-    ))
+        ))
 }
 
 /// A non-exclusive backup started in this session owns the session's backup
 /// state; the exclusive functions must not touch it.
 fn refuse_if_nonexclusive_backup_here() -> Result<()> {
     if server::session_backup_running()? && !EXCLUSIVE_STARTED_HERE.load(Ordering::Relaxed) {
-        return Err(Error::new(
-            NOT_READY,
-            "a non-exclusive backup is in progress in this session",
-        )
-        .hint("Finish it with pg_backup_stop() first, or use another session."));
+        return Err(
+            Error::new(NOT_READY, "a non-exclusive backup is in progress in this session")
+                .hint("Finish it with pg_backup_stop() first, or use another session."),
+        );
     }
     Ok(())
 }
@@ -97,11 +88,10 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
             .detail(format!("The label is {bytes} bytes long.")))
         }
         Err(BadLabelText::HasLineBreak) => {
-            return Err(Error::new(
-                INVALID_PARAMETER_VALUE,
-                "backup label must not contain a line break",
+            return Err(
+                Error::new(INVALID_PARAMETER_VALUE, "backup label must not contain a line break")
+                    .detail("A newline or carriage return would corrupt the backup_label file."),
             )
-            .detail("A newline or carriage return would corrupt the backup_label file."))
         }
     }
     if server::recovery_in_progress()? {
@@ -124,8 +114,7 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
     // mode again, nothing may interrupt us.
     let held = InterruptsHeld::new();
     let outcome = match label::exclusive_label_from_server(&started.label_text) {
-        Ok((text, _)) => write_backup_files(&text, &started.tablespace_map)
-            .map_err(|e| undo_start(Some(&text), e)),
+        Ok((text, _)) => write_backup_files(&text, &started.tablespace_map).map_err(|e| undo_start(Some(&text), e)),
         Err(e) => Err(undo_start(
             None,
             Error::new(
@@ -144,8 +133,7 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
 /// tablespace_map.
 fn write_backup_files(label_text: &[u8], tablespace_map: &[u8]) -> Result<()> {
     if files::publish_exclusive(data_dir(), BACKUP_LABEL, label_text)? == Published::AlreadyExists {
-        return Err(already_running()
-            .detail("Another session started an exclusive backup at the same time."));
+        return Err(already_running().detail("Another session started an exclusive backup at the same time."));
     }
     // The label is ours now, and with it the right to write tablespace_map.
     // A stale map from an interrupted backup must not end up in this one.
@@ -161,13 +149,14 @@ fn write_backup_files(label_text: &[u8], tablespace_map: &[u8]) -> Result<()> {
 /// If our label cannot be removed, the backup is left running (and
 /// stoppable) rather than leaving a label the server does not count.
 fn undo_start(ours: Option<&[u8]>, err: Error) -> Error {
-    let ours_on_disk = ours.is_some_and(|ours| {
-        matches!(files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES), Ok(Some(t)) if t == ours)
-    });
+    let ours_on_disk = ours.is_some_and(
+        |ours| matches!(files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES), Ok(Some(t)) if t == ours),
+    );
     if ours_on_disk {
         if let Err(e) = files::remove(data_dir(), BACKUP_LABEL) {
             let _ = err;
-            return e.hint("The exclusive backup was started but could not be completed; end it with pg_stop_backup().");
+            return e
+                .hint("The exclusive backup was started but could not be completed; end it with pg_stop_backup().");
         }
     }
     match server::abort_session_backup() {
@@ -227,11 +216,7 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
 /// session, so that of two sessions stopping at once exactly one proceeds,
 /// and removes tablespace_map. If the map cannot be removed, the label is
 /// put back and the backup stays running.
-fn claim_label(
-    claimed: &str,
-    text: Vec<u8>,
-    parsed: BackupLabel,
-) -> Result<(Vec<u8>, BackupLabel)> {
+fn claim_label(claimed: &str, text: Vec<u8>, parsed: BackupLabel) -> Result<(Vec<u8>, BackupLabel)> {
     if !files::rename(data_dir(), BACKUP_LABEL, claimed)? {
         return Err(not_running().detail("Another session stopped it at the same time."));
     }
@@ -280,4 +265,8 @@ pub fn backup_start_time(fcinfo: FunctionCallInfo) -> Result<Datum> {
             Ok(0)
         }
     }
+}
+
+pub fn test_panic(_fcinfo: FunctionCallInfo) -> Result<Datum> {
+    panic!("deliberate panic requested by a test");
 }

@@ -1,0 +1,51 @@
+-- The four functions, the removed built-ins, and one full backup cycle.
+CREATE EXTENSION pg_exclusive_backup;
+
+SELECT p.proname, pg_get_function_arguments(p.oid) AS arguments,
+       p.prorettype::regtype AS returns, p.provolatile, p.proparallel,
+       p.proisstrict, p.proacl IS NOT NULL AS restricted
+  FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
+ WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_exclusive_backup')
+ ORDER BY 1;
+
+-- The built-in non-exclusive functions are gone from this database.
+SELECT to_regprocedure('pg_catalog.pg_backup_start(text, boolean)') IS NULL AS start_removed,
+       to_regprocedure('pg_catalog.pg_backup_stop(boolean)') IS NULL AS stop_removed;
+SELECT pg_backup_stop();
+
+-- Nothing in progress yet.
+SELECT pg_is_in_backup(), pg_backup_start_time() IS NULL AS no_start_time;
+SELECT pg_stop_backup();
+
+-- A label with quotes, repeated spaces and multibyte characters.
+SELECT pg_start_backup('regress: it''s a "label"  with  spaces, ümlaut, 日本語', true) AS start_lsn \gset
+SELECT :'start_lsn'::pg_lsn > '0/0' AS got_start_lsn;
+SELECT pg_is_in_backup();
+SELECT pg_backup_start_time() BETWEEN now() - interval '1 minute' AND clock_timestamp() AS start_time_is_now;
+
+-- What a restore will read.
+SELECT line
+  FROM regexp_split_to_table(pg_read_file('backup_label'), E'\n') WITH ORDINALITY AS l(line, n)
+ WHERE line ~ '^(BACKUP METHOD|BACKUP FROM|LABEL): '
+ ORDER BY n;
+SELECT substring(pg_read_file('backup_label') FROM 'START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+) ')::pg_lsn
+       = :'start_lsn'::pg_lsn AS label_names_start_lsn;
+
+-- Exclusive: a second start fails, and leaves the first backup alone.
+SELECT pg_start_backup('second');
+SELECT pg_is_in_backup();
+SELECT pg_read_file('backup_label') LIKE '%LABEL: regress: it''s a%' AS first_label_kept;
+
+-- The other sessions see it too.
+\c
+SELECT pg_is_in_backup();
+
+SELECT pg_stop_backup() AS stop_lsn \gset
+SELECT :'stop_lsn'::pg_lsn > :'start_lsn'::pg_lsn AS stop_after_start;
+SELECT pg_is_in_backup(), pg_backup_start_time() IS NULL AS no_start_time;
+SELECT count(*) AS label_files_left FROM pg_ls_dir('.') AS f WHERE f IN ('backup_label', 'tablespace_map');
+SELECT pg_stop_backup();
+
+-- A new backup can start once the last one stopped; fast defaults to false.
+SELECT pg_start_backup('again') IS NOT NULL AS started;
+SELECT pg_stop_backup(false) IS NOT NULL AS stopped_without_waiting;

@@ -1,0 +1,18 @@
+-- Starting and stopping backups needs superuser or a grant; watching does not.
+CREATE ROLE regress_peb_user;
+SET ROLE regress_peb_user;
+SELECT pg_start_backup('not allowed');
+SELECT pg_stop_backup();
+SELECT pg_is_in_backup();
+SELECT pg_backup_start_time() IS NULL AS no_start_time;
+RESET ROLE;
+
+GRANT EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean) TO regress_peb_user;
+SET ROLE regress_peb_user;
+SELECT pg_start_backup('granted', true) IS NOT NULL AS started;
+SELECT pg_is_in_backup();
+SELECT pg_stop_backup(false) IS NOT NULL AS stopped;
+RESET ROLE;
+
+REVOKE EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean) FROM regress_peb_user;
+DROP ROLE regress_peb_user;
