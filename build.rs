@@ -120,6 +120,7 @@ fn generate_bindings(server_inc: &Path, out_dir: &Path) {
             .header("csrc/bindings.h")
             .clang_arg(format!("-I{}", inc.display()))
             .clang_arg("-Icsrc")
+            .clang_arg("-Wno-ignored-attributes")
             .use_core()
             .layout_tests(false)
             .derive_default(true)

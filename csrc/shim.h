@@ -17,9 +17,9 @@ extern const Pg_magic_struct *peb_magic_data(void);
  */
 extern ErrorData *peb_try(void (*fn) (void *), void *arg);
 
-extern void peb_rethrow(ErrorData *edata) pg_attribute_noreturn();
+extern void peb_rethrow(ErrorData *edata) __attribute__((noreturn));
 extern void peb_raise(int sqlerrcode, const char *message, const char *detail,
-					  const char *hint) pg_attribute_noreturn();
+					  const char *hint) __attribute__((noreturn));
 extern void peb_raise_notice(const char *message);
 extern char *peb_pstrdup(const char *text);
 
