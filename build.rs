@@ -145,6 +145,7 @@ fn generate_bindings(server_inc: &Path, out_dir: &Path) {
             .allowlist_type("SessionBackupState")
             .allowlist_type("pg_tm")
             .allowlist_var("log_timezone")
+            .allowlist_var("PgStartTime")
             .allowlist_var("MAXPGPATH")
             .rustified_enum("SessionBackupState")
             .generate()

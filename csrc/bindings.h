@@ -13,4 +13,5 @@
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/elog.h"
+#include "utils/timestamp.h"
 #include "shim.h"

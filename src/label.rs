@@ -342,7 +342,7 @@ impl StartTime {
 }
 
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01 UTC).
-const POSTGRES_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
+pub const POSTGRES_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
 
 /// A TimestampTz from Unix seconds.
 pub fn timestamptz_from_unix(seconds: i64) -> i64 {

@@ -193,3 +193,11 @@ pub fn start_time_unix(t: &StartTime) -> Result<i64> {
     // The server's offsets count seconds west of Greenwich.
     Ok(t.local_seconds() + i64::from(offset))
 }
+
+/// When the postmaster started, in Unix seconds.
+pub fn postmaster_start_unix() -> i64 {
+    // SAFETY: PgStartTime is set once by the postmaster before any backend
+    // exists and never changes afterwards.
+    let start = unsafe { pg::PgStartTime };
+    start.div_euclid(1_000_000) + crate::label::POSTGRES_EPOCH_UNIX_SECONDS
+}

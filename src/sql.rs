@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::boundary::{Datum, FunctionCallInfo, InterruptsHeld};
 use crate::error::{Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
-use crate::files::{self, Published, BACKUP_LABEL, TABLESPACE_MAP};
+use crate::files::{self, Published, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP};
 use crate::label::{self, BackupLabel, BadLabelText, MAX_FILE_BYTES, MAX_LABEL_BYTES};
 use crate::server;
+use std::os::unix::fs::MetadataExt;
 
 /// Backends run SQL functions with the data directory as working directory.
 fn data_dir() -> &'static Path {
@@ -40,6 +41,34 @@ fn already_running() -> Error {
 
 fn not_running() -> Error {
     Error::new(NOT_READY, "exclusive backup not in progress").hint("Did you call pg_start_backup()?")
+}
+
+/// "Not in progress", saying so when the reason is that the server
+/// restarted during the backup: at startup the server takes over
+/// backup_label as if restoring a backup and renames it backup_label.old.
+fn not_running_here() -> Error {
+    match interrupted_by_restart() {
+        Some(label) => Error::new(NOT_READY, "exclusive backup not in progress")
+            .detail(format!(
+                "The exclusive backup \"{label}\" was interrupted when the server restarted; \
+                 the server renamed its label file to \"{BACKUP_LABEL_OLD}\"."
+            ))
+            .hint("That backup cannot be completed. Take a new one with pg_start_backup()."),
+        None => not_running(),
+    }
+}
+
+/// The label of an exclusive backup whose backup_label this server (since
+/// its postmaster started) renamed to backup_label.old.
+fn interrupted_by_restart() -> Option<String> {
+    let text = files::read_optional(data_dir(), BACKUP_LABEL_OLD, MAX_FILE_BYTES).ok()??;
+    let parsed = label::parse(&text).ok()?;
+    // rename(2) updates ctime; an older file is from an earlier server run.
+    let renamed = std::fs::metadata(data_dir().join(BACKUP_LABEL_OLD)).ok()?.ctime();
+    if renamed < server::postmaster_start_unix() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&parsed.label).into_owned())
 }
 
 fn invalid_label(err: label::LabelError) -> Error {
@@ -190,7 +219,7 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
     // Validate everything before touching anything: any error up to the
     // claim below leaves the backup running and stoppable.
     let Some((text, parsed)) = current_label()? else {
-        return Err(not_running());
+        return Err(not_running_here());
     };
     #[cfg(pg16_plus)]
     server::start_time_unix(&parsed.start_time)?;
