@@ -127,12 +127,12 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         return Err(recovery_error());
     }
     refuse_if_nonexclusive_backup_here()?;
-    refuse_if_stale_session_state()?;
     // Cheap early check, so a second caller does not wait for a checkpoint
     // only to lose; the race-free check is the exclusive publish below.
     if files::exists(data_dir(), BACKUP_LABEL)? {
         return Err(already_running());
     }
+    refuse_if_stale_session_state()?;
 
     let c_label = CString::new(label_text)
         .map_err(|_| Error::new(INVALID_PARAMETER_VALUE, "backup label contains a NUL byte"))?;
