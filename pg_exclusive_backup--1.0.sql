@@ -21,25 +21,9 @@ RETURNS timestamptz
 AS 'MODULE_PATHNAME', 'peb_backup_start_time'
 LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
 
--- The server's non-exclusive pg_backup_stop() dereferences state that only
--- its own pg_backup_start() sets up, so calling it in a session that ran
--- pg_start_backup() crashes the backend and with it every session. The
--- built-ins are pinned (DROP FUNCTION refuses them), so they are removed
--- from this database's catalog directly. See README, "Built-in backup
--- functions", for how to bring them back after DROP EXTENSION.
-DELETE FROM pg_catalog.pg_description
- WHERE classoid = 'pg_catalog.pg_proc'::regclass
-   AND objoid IN (SELECT oid FROM pg_catalog.pg_proc
-                   WHERE oid IN (pg_catalog.to_regprocedure('pg_catalog.pg_backup_start(text, boolean)'),
-                                 pg_catalog.to_regprocedure('pg_catalog.pg_backup_stop(boolean)')));
-DELETE FROM pg_catalog.pg_init_privs
- WHERE classoid = 'pg_catalog.pg_proc'::regclass
-   AND objoid IN (SELECT oid FROM pg_catalog.pg_proc
-                   WHERE oid IN (pg_catalog.to_regprocedure('pg_catalog.pg_backup_start(text, boolean)'),
-                                 pg_catalog.to_regprocedure('pg_catalog.pg_backup_stop(boolean)')));
-DELETE FROM pg_catalog.pg_proc
- WHERE oid IN (pg_catalog.to_regprocedure('pg_catalog.pg_backup_start(text, boolean)'),
-               pg_catalog.to_regprocedure('pg_catalog.pg_backup_stop(boolean)'));
+-- The server's own pg_backup_start() and pg_backup_stop() stay: the
+-- exclusive backup is started by a background worker, so no session's
+-- backup state is touched and both kinds of backup can be used side by side.
 
 -- Starting and stopping backups changes server state: superusers only,
 -- unless EXECUTE is granted.

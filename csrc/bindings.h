@@ -10,6 +10,7 @@
 #endif
 #include "lib/stringinfo.h"
 #include "pgtime.h"
+#include "postmaster/bgworker.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/elog.h"

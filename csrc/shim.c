@@ -11,7 +11,13 @@
 
 #include "access/xlog.h"
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
 #include "utils/elog.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
 
 #include "shim.h"
 
@@ -135,4 +141,148 @@ peb_abort_session_backup(void)
 #else
 	do_pg_abort_backup(0, BoolGetDatum(false));
 #endif
+}
+
+/*
+ * The caller's side of a start request. One at a time per backend: a
+ * backend runs one SQL function at a time.
+ */
+static dsm_segment *peb_request_segment = NULL;
+static BackgroundWorkerHandle *peb_worker_handle = NULL;
+
+/*
+ * Runs when the caller lets go of the request: normally after reading the
+ * outcome, but also when the transaction aborts (cancel, statement_timeout)
+ * or the backend exits (terminate). If the worker has not finished, the
+ * request is marked abandoned, so that the worker undoes whatever it did,
+ * and the worker is asked to stop; then we wait for it, so that whoever
+ * looks next sees a settled state: backup started and label written, or
+ * neither.
+ */
+static void
+peb_request_detached(dsm_segment *seg, Datum arg)
+{
+	PebStartRequest *request = (PebStartRequest *) dsm_segment_address(seg);
+	uint32		expected = PEB_PENDING;
+
+	if (peb_worker_handle != NULL &&
+		pg_atomic_compare_exchange_u32(&request->outcome, &expected, PEB_ABANDONED))
+	{
+		int			waited_ms = 0;
+
+		TerminateBackgroundWorker(peb_worker_handle);
+		/* The worker's cleanup is quick; bound the wait all the same. */
+		while (waited_ms < 60000)
+		{
+			pid_t		pid;
+			BgwHandleStatus status = GetBackgroundWorkerPid(peb_worker_handle, &pid);
+			int			rc;
+
+			if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
+				break;
+			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH,
+						   10, PG_WAIT_EXTENSION);
+			if (rc & WL_POSTMASTER_DEATH)
+				break;
+			ResetLatch(MyLatch);
+			waited_ms += 10;
+		}
+	}
+	if (peb_worker_handle != NULL)
+		pfree(peb_worker_handle);
+	peb_worker_handle = NULL;
+	peb_request_segment = NULL;
+}
+
+PebStartRequest *
+peb_request_create(void)
+{
+	dsm_segment *seg;
+	PebStartRequest *request;
+
+	if (peb_request_segment != NULL)
+		dsm_detach(peb_request_segment);
+	seg = dsm_create(sizeof(PebStartRequest), 0);
+	request = (PebStartRequest *) dsm_segment_address(seg);
+	memset(request, 0, sizeof(PebStartRequest));
+	pg_atomic_init_u32(&request->outcome, PEB_PENDING);
+	on_dsm_detach(seg, peb_request_detached, (Datum) 0);
+	peb_request_segment = seg;
+	return request;
+}
+
+bool
+peb_request_launch(void)
+{
+	BackgroundWorker worker;
+	MemoryContext old;
+	bool		launched;
+
+	memset(&worker, 0, sizeof(worker));
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_exclusive_backup start for PID %d", MyProcPid);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_exclusive_backup start");
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_exclusive_backup");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "peb_start_backup_worker");
+	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(peb_request_segment));
+	worker.bgw_notify_pid = MyProcPid;
+
+	/* The handle must outlive the transaction's memory for the callback. */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	launched = RegisterDynamicBackgroundWorker(&worker, &peb_worker_handle);
+	MemoryContextSwitchTo(old);
+	return launched;
+}
+
+int
+peb_request_wait(void)
+{
+	return (int) WaitForBackgroundWorkerShutdown(peb_worker_handle);
+}
+
+void
+peb_request_release(void)
+{
+	if (peb_request_segment != NULL)
+		dsm_detach(peb_request_segment);
+}
+
+void
+peb_wait_a_moment(long milliseconds)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 milliseconds, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	CHECK_FOR_INTERRUPTS();
+}
+
+PebStartRequest *
+peb_worker_attach(Datum main_arg)
+{
+	dsm_segment *seg;
+
+	/* Let SIGTERM set the flag HOLD_INTERRUPTS can defer, not exit at once. */
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	seg = dsm_attach(DatumGetUInt32(main_arg));
+	if (seg == NULL)
+		return NULL;
+	return (PebStartRequest *) dsm_segment_address(seg);
+}
+
+bool
+peb_request_finish(PebStartRequest *request, uint32 outcome)
+{
+	uint32		expected = PEB_PENDING;
+
+	return pg_atomic_compare_exchange_u32(&request->outcome, &expected, outcome);
+}
+
+uint32
+peb_request_outcome(PebStartRequest *request)
+{
+	return pg_atomic_read_u32(&request->outcome);
 }

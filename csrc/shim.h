@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 #include "fmgr.h"
+#include "port/atomics.h"
 
 extern const Pg_magic_struct *peb_magic_data(void);
 
@@ -32,5 +33,42 @@ extern void peb_resume_interrupts(void);
  * false here.
  */
 extern void peb_abort_session_backup(void);
+
+/*
+ * pg_start_backup runs the server's do_pg_backup_start in a background
+ * worker (see src/worker.rs for why). The caller and the worker share one
+ * of these in a dynamic shared memory segment.
+ */
+typedef enum PebStartOutcome
+{
+	PEB_PENDING = 0,			/* the worker is still at it */
+	PEB_STARTED = 1,			/* backup started, backup_label written */
+	PEB_FAILED = 2,				/* not started; the error is below */
+	PEB_ABANDONED = 3			/* the caller gave up (cancel, exit) */
+} PebStartOutcome;
+
+typedef struct PebStartRequest
+{
+	pg_atomic_uint32 outcome;	/* PebStartOutcome; changes once, by CAS */
+	bool		fast;
+	char		label[MAXPGPATH + 1];
+	uint64		start_lsn;
+	int			sqlerrcode;
+	char		message[1024];
+	char		detail[1024];
+	char		hint[512];
+} PebStartRequest;
+
+/* Caller side. */
+extern PebStartRequest *peb_request_create(void);
+extern bool peb_request_launch(void);
+extern int	peb_request_wait(void);
+extern void peb_request_release(void);
+extern void peb_wait_a_moment(long milliseconds);
+
+/* Worker side. */
+extern PebStartRequest *peb_worker_attach(Datum main_arg);
+extern bool peb_request_finish(PebStartRequest *request, uint32 outcome);
+extern uint32 peb_request_outcome(PebStartRequest *request);
 
 #endif

@@ -111,30 +111,35 @@ fn server_string(text: &str) -> Result<*const c_char> {
 
 impl Pending {
     fn from_error(err: Error) -> Pending {
-        match err {
-            Error::Server(e) => Pending::Rethrow(e),
+        let (sqlstate, message, detail, hint) = match err {
+            Error::Server(e) => return Pending::Rethrow(e),
             Error::Report {
                 sqlstate,
                 message,
                 detail,
                 hint,
-            } => {
-                let copy = || -> Result<Pending> {
-                    let opt = |t: &Option<String>| t.as_deref().map_or(Ok(std::ptr::null()), server_string);
-                    Ok(Pending::Report {
-                        sqlstate: packed_sqlstate(sqlstate),
-                        message: server_string(&message)?,
-                        detail: opt(&detail)?,
-                        hint: opt(&hint)?,
-                    })
-                };
-                match copy() {
-                    Ok(p) => p,
-                    // Out of memory while copying: report that instead.
-                    Err(Error::Server(e)) => Pending::Rethrow(e),
-                    Err(Error::Report { .. }) => unreachable_report(),
-                }
-            }
+            } => (packed_sqlstate(sqlstate), message, detail, hint),
+            Error::Raw {
+                sqlerrcode,
+                message,
+                detail,
+                hint,
+            } => (sqlerrcode, message, detail, hint),
+        };
+        let copy = || -> Result<Pending> {
+            let opt = |t: &Option<String>| t.as_deref().map_or(Ok(std::ptr::null()), server_string);
+            Ok(Pending::Report {
+                sqlstate,
+                message: server_string(&message)?,
+                detail: opt(&detail)?,
+                hint: opt(&hint)?,
+            })
+        };
+        match copy() {
+            Ok(p) => p,
+            // Out of memory while copying: report that instead.
+            Err(Error::Server(e)) => Pending::Rethrow(e),
+            Err(_) => unreachable_report(),
         }
     }
 

@@ -26,6 +26,14 @@ pub enum Error {
     /// ErrorData and re-thrown unchanged, so the user sees exactly what the
     /// server said (SQLSTATE, message, context).
     Server(ServerError),
+    /// An error reported by another process (the start worker), with the
+    /// server's packed SQLSTATE.
+    Raw {
+        sqlerrcode: i32,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+    },
 }
 
 /// A caught server error (`ErrorData *` in the caller's memory context).
@@ -45,14 +53,14 @@ impl Error {
     }
 
     pub fn detail(mut self, text: impl Into<String>) -> Self {
-        if let Error::Report { detail, .. } = &mut self {
+        if let Error::Report { detail, .. } | Error::Raw { detail, .. } = &mut self {
             *detail = Some(text.into());
         }
         self
     }
 
     pub fn hint(mut self, text: impl Into<String>) -> Self {
-        if let Error::Report { hint, .. } = &mut self {
+        if let Error::Report { hint, .. } | Error::Raw { hint, .. } = &mut self {
             *hint = Some(text.into());
         }
         self
@@ -83,7 +91,7 @@ impl Error {
     pub fn sqlstate(&self) -> Option<SqlState> {
         match self {
             Error::Report { sqlstate, .. } => Some(*sqlstate),
-            Error::Server(_) => None,
+            Error::Server(_) | Error::Raw { .. } => None,
         }
     }
 }
@@ -91,7 +99,7 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Report { message, .. } => f.write_str(message),
+            Error::Report { message, .. } | Error::Raw { message, .. } => f.write_str(message),
             Error::Server(_) => f.write_str("server error"),
         }
     }

@@ -8,6 +8,7 @@
 //! - `boundary`: the longjmp/panic boundary between Rust and the server
 //! - `server`: safe wrappers over the server calls
 //! - `sql`: what each SQL function does
+//! - `worker`: the background worker that enters backup mode
 //!
 //! This file holds only what the server's loader looks up by name: the
 //! magic block and one `pg_finfo_*` record plus entry point per function.
@@ -27,6 +28,8 @@ mod boundary;
 mod server;
 #[cfg(not(test))]
 mod sql;
+#[cfg(not(test))]
+mod worker;
 
 #[cfg(not(test))]
 mod exports {
@@ -66,6 +69,15 @@ mod exports {
         pg_finfo_peb_backup_start_time,
         sql::backup_start_time
     );
+    /// The background worker that enters backup mode for pg_start_backup
+    /// (see worker.rs); the postmaster looks it up by this name.
+    #[no_mangle]
+    pub extern "C" fn peb_start_backup_worker(main_arg: Datum) {
+        // worker_main reports its own errors and panics; this only keeps a
+        // panic in the reporting itself from unwinding into C.
+        let _ = std::panic::catch_unwind(|| crate::worker::worker_main(main_arg));
+    }
+
     // Not part of the SQL script: the tests declare it by hand to prove that
     // a panic becomes an ERROR and the backend lives on.
     sql_function!(peb_test_panic, pg_finfo_peb_test_panic, sql::test_panic);

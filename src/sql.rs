@@ -8,28 +8,20 @@
 //! changes the other, with interrupts held in between, and undoes its own
 //! step if the other cannot be made.
 
-use std::ffi::CString;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::boundary::{Datum, FunctionCallInfo, InterruptsHeld};
 use crate::error::{Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
-use crate::files::{self, Published, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP};
+use crate::files::{self, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP};
 use crate::label::{self, BackupLabel, BadLabelText, MAX_FILE_BYTES, MAX_LABEL_BYTES};
 use crate::server;
+use crate::worker;
 use std::os::unix::fs::MetadataExt;
 
 /// Backends run SQL functions with the data directory as working directory.
 fn data_dir() -> &'static Path {
     Path::new(".")
 }
-
-/// Set while this session's server-side backup state was put there by our
-/// pg_start_backup (and not yet cleared by a pg_stop_backup in this
-/// session). It tells our own running backup apart from a non-exclusive
-/// backup (pg_backup_start) running in the same session. Backends are
-/// single-threaded; the atomic is only for safe access to a static.
-static EXCLUSIVE_STARTED_HERE: AtomicBool = AtomicBool::new(false);
 
 fn recovery_error() -> Error {
     Error::new(NOT_READY, "recovery is in progress").hint("WAL control functions cannot be executed during recovery.")
@@ -58,14 +50,17 @@ fn not_running_here() -> Error {
     }
 }
 
-/// The label of an exclusive backup whose backup_label this server (since
-/// its postmaster started) renamed to backup_label.old.
+/// The label of an exclusive backup whose backup_label this server renamed
+/// to backup_label.old at its last start, provided nothing has been added
+/// to or removed from the data directory since (a later backup would have):
+/// best effort, to explain a "not in progress" without misleading.
 fn interrupted_by_restart() -> Option<String> {
     let text = files::read_optional(data_dir(), BACKUP_LABEL_OLD, MAX_FILE_BYTES).ok()??;
     let parsed = label::parse(&text).ok()?;
-    // rename(2) updates ctime; an older file is from an earlier server run.
+    // rename(2) updates the file's ctime and the directory's mtime.
     let renamed = std::fs::metadata(data_dir().join(BACKUP_LABEL_OLD)).ok()?.ctime();
-    if renamed < server::postmaster_start_unix() {
+    let dir_changed = std::fs::metadata(data_dir()).ok()?.mtime();
+    if renamed < server::postmaster_start_unix() || dir_changed > renamed + 1 {
         return None;
     }
     Some(String::from_utf8_lossy(&parsed.label).into_owned())
@@ -81,12 +76,12 @@ fn invalid_label(err: label::LabelError) -> Error {
 }
 
 /// A non-exclusive backup started in this session owns the session's backup
-/// state; the exclusive functions must not touch it.
+/// state, which the server's stop routine would reset.
 fn refuse_if_nonexclusive_backup_here() -> Result<()> {
-    if server::session_backup_running()? && !EXCLUSIVE_STARTED_HERE.load(Ordering::Relaxed) {
+    if server::session_backup_running()? {
         return Err(
             Error::new(NOT_READY, "a non-exclusive backup is in progress in this session")
-                .hint("Finish it with pg_backup_stop() first, or use another session."),
+                .hint("Finish it with pg_backup_stop() first, or stop the exclusive backup from another session."),
         );
     }
     Ok(())
@@ -126,87 +121,16 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
     if server::recovery_in_progress()? {
         return Err(recovery_error());
     }
-    refuse_if_nonexclusive_backup_here()?;
     // Cheap early check, so a second caller does not wait for a checkpoint
-    // only to lose; the race-free check is the exclusive publish below.
+    // only to lose; the race-free check is the worker's exclusive publish.
     if files::exists(data_dir(), BACKUP_LABEL)? {
         return Err(already_running());
     }
-    refuse_if_stale_session_state()?;
-
-    let c_label = CString::new(label_text)
-        .map_err(|_| Error::new(INVALID_PARAMETER_VALUE, "backup label contains a NUL byte"))?;
-    let started = server::start_backup(&c_label, fast)?;
-    EXCLUSIVE_STARTED_HERE.store(true, Ordering::Relaxed);
-
-    // From here until the label is on disk, or the server has left backup
-    // mode again, nothing may interrupt us.
-    let held = InterruptsHeld::new();
-    let outcome = match label::exclusive_label_from_server(&started.label_text) {
-        Ok((text, _)) => write_backup_files(&text, &started.tablespace_map).map_err(|e| undo_start(Some(&text), e)),
-        Err(e) => Err(undo_start(
-            None,
-            Error::new(
-                crate::error::INTERNAL_ERROR,
-                "the server built a backup label this extension cannot read",
-            )
-            .detail(e.to_string()),
-        )),
-    };
-    drop(held);
-    outcome?;
-    Ok(started.start_lsn as Datum)
-}
-
-/// Writes backup_label (exclusively, which settles any race) and then
-/// tablespace_map.
-fn write_backup_files(label_text: &[u8], tablespace_map: &[u8]) -> Result<()> {
-    if files::publish_exclusive(data_dir(), BACKUP_LABEL, label_text)? == Published::AlreadyExists {
-        return Err(already_running().detail("Another session started an exclusive backup at the same time."));
+    if label_text.contains(&0) {
+        return Err(Error::new(INVALID_PARAMETER_VALUE, "backup label contains a NUL byte"));
     }
-    // The label is ours now, and with it the right to write tablespace_map.
-    // A stale map from an interrupted backup must not end up in this one.
-    if tablespace_map.is_empty() {
-        files::remove(data_dir(), TABLESPACE_MAP).map(|_| ())
-    } else {
-        files::replace(data_dir(), TABLESPACE_MAP, tablespace_map)
-    }
-}
-
-/// Undoes a start that failed after the server entered backup mode: removes
-/// our label if it got written, then takes the server out of backup mode.
-/// If our label cannot be removed, the backup is left running (and
-/// stoppable) rather than leaving a label the server does not count.
-fn undo_start(ours: Option<&[u8]>, err: Error) -> Error {
-    let ours_on_disk = ours.is_some_and(
-        |ours| matches!(files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES), Ok(Some(t)) if t == ours),
-    );
-    if ours_on_disk {
-        if let Err(e) = files::remove(data_dir(), BACKUP_LABEL) {
-            let _ = err;
-            return e
-                .hint("The exclusive backup was started but could not be completed; end it with pg_stop_backup().");
-        }
-    }
-    match server::abort_session_backup() {
-        Ok(()) => EXCLUSIVE_STARTED_HERE.store(false, Ordering::Relaxed),
-        Err(e) => return e,
-    }
-    err
-}
-
-/// On servers built with assertions, PostgreSQL 16 and later assert that a
-/// session starting a backup has none running. A session whose exclusive
-/// backup was stopped by another session still has its own state set (only
-/// the server can reset it), so starting again from it would trip that
-/// assertion if the start failed. Production builds are unaffected.
-fn refuse_if_stale_session_state() -> Result<()> {
-    if cfg!(all(pg16_plus, pg_assert_enabled)) && server::session_backup_running()? {
-        return Err(Error::new(NOT_READY, "this session cannot start another exclusive backup")
-            .detail("Its previous exclusive backup was stopped by another session, and this server is built with assertions.")
-            .hint("Start the backup from a new session."));
-    }
-    Ok(())
+    let start_lsn = worker::start_in_worker(&label_text, fast, already_running)?;
+    Ok(start_lsn as Datum)
 }
 
 pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
@@ -233,11 +157,7 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
     // and nothing between here and there checks for interrupts.
     let _ = files::remove(data_dir(), &claimed);
     drop(held);
-    let result = server::stop_backup(&parsed, &text, wait_for_archive);
-    if !server::session_backup_running().unwrap_or(true) {
-        EXCLUSIVE_STARTED_HERE.store(false, Ordering::Relaxed);
-    }
-    let stop_lsn = result?;
+    let stop_lsn = server::stop_backup(&parsed, &text, wait_for_archive)?;
     Ok(stop_lsn as Datum)
 }
 

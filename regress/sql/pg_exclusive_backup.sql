@@ -1,4 +1,5 @@
--- The four functions, the removed built-ins, and one full backup cycle.
+-- The four functions, one full backup cycle, and the server's own
+-- non-exclusive functions working side by side.
 CREATE EXTENSION pg_exclusive_backup;
 
 SELECT p.proname, pg_get_function_arguments(p.oid) AS arguments,
@@ -8,10 +9,9 @@ SELECT p.proname, pg_get_function_arguments(p.oid) AS arguments,
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_exclusive_backup')
  ORDER BY 1;
 
--- The built-in non-exclusive functions are gone from this database.
-SELECT to_regprocedure('pg_catalog.pg_backup_start(text, boolean)') IS NULL AS start_removed,
-       to_regprocedure('pg_catalog.pg_backup_stop(boolean)') IS NULL AS stop_removed;
-SELECT pg_backup_stop();
+-- The built-in non-exclusive functions are still there.
+SELECT to_regprocedure('pg_catalog.pg_backup_start(text, boolean)') IS NOT NULL AS builtin_start_kept,
+       to_regprocedure('pg_catalog.pg_backup_stop(boolean)') IS NOT NULL AS builtin_stop_kept;
 
 -- Nothing in progress yet.
 SELECT pg_is_in_backup(), pg_backup_start_time() IS NULL AS no_start_time;
@@ -48,4 +48,17 @@ SELECT pg_stop_backup();
 
 -- A new backup can start once the last one stopped; fast defaults to false.
 SELECT pg_start_backup('again') IS NOT NULL AS started;
+
+-- The session that started the exclusive backup has no backup of its own:
+-- the built-in stop says so (PostgreSQL 15's original extension crashed the
+-- backend here), and a non-exclusive backup can run beside the exclusive one.
+SELECT pg_backup_stop();
+SELECT pg_backup_start('non-exclusive beside it', true) IS NOT NULL AS nonexclusive_started;
+-- The exclusive stop would reset this session's non-exclusive backup; refused.
+SELECT pg_stop_backup(false);
+SELECT labelfile LIKE '%LABEL: non-exclusive beside it%' AS nonexclusive_label,
+       spcmapfile = '' AS no_tablespaces
+  FROM pg_backup_stop(false);
+SELECT pg_is_in_backup() AS exclusive_still_running;
 SELECT pg_stop_backup(false) IS NOT NULL AS stopped_without_waiting;
+SELECT pg_backup_stop();
