@@ -76,9 +76,9 @@ peb_raise(int sqlerrcode, const char *message, const char *detail,
 }
 
 void
-peb_raise_notice(const char *message)
+peb_log(const char *message)
 {
-	ereport(NOTICE, (errmsg_internal("%s", message)));
+	ereport(LOG, (errmsg_internal("%s", message)));
 }
 
 char *
@@ -229,6 +229,12 @@ peb_request_launch(void)
 	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(peb_request_segment));
 	worker.bgw_notify_pid = MyProcPid;
 
+	/* A retry replaces the handle of a worker that has exited. */
+	if (peb_worker_handle != NULL)
+	{
+		pfree(peb_worker_handle);
+		peb_worker_handle = NULL;
+	}
 	/* The handle must outlive the transaction's memory for the callback. */
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	launched = RegisterDynamicBackgroundWorker(&worker, &peb_worker_handle);

@@ -21,7 +21,7 @@ extern ErrorData *peb_try(void (*fn) (void *), void *arg);
 extern void peb_rethrow(ErrorData *edata) __attribute__((noreturn));
 extern void peb_raise(int sqlerrcode, const char *message, const char *detail,
 					  const char *hint) __attribute__((noreturn));
-extern void peb_raise_notice(const char *message);
+extern void peb_log(const char *message);
 extern char *peb_pstrdup(const char *text);
 
 extern void peb_hold_interrupts(void);

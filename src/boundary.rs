@@ -188,3 +188,12 @@ pub fn entry(fcinfo: FunctionCallInfo, body: fn(FunctionCallInfo) -> Result<Datu
     // SAFETY: see above.
     unsafe { pending.raise() }
 }
+
+/// Writes a line to the server log (not to the client).
+pub fn log(text: &str) {
+    let c = CString::new(text.replace('\0', "\\0")).unwrap_or_default();
+    let ptr = c.as_ptr();
+    // SAFETY: `ptr` is valid for the call. A failure to log is not worth
+    // failing the caller for.
+    let _ = guarded(move || unsafe { pg::peb_log(ptr) });
+}

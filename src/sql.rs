@@ -57,10 +57,14 @@ fn not_running_here() -> Error {
 fn interrupted_by_restart() -> Option<String> {
     let text = files::read_optional(data_dir(), BACKUP_LABEL_OLD, MAX_FILE_BYTES).ok()??;
     let parsed = label::parse(&text).ok()?;
-    // rename(2) updates the file's ctime and the directory's mtime.
-    let renamed = std::fs::metadata(data_dir().join(BACKUP_LABEL_OLD)).ok()?.ctime();
-    let dir_changed = std::fs::metadata(data_dir()).ok()?.mtime();
-    if renamed < server::postmaster_start_unix() || dir_changed > renamed + 1 {
+    // rename(2) updates the file's ctime and the directory's mtime, in the
+    // same instant give or take the kernel's clock reads.
+    let file = std::fs::metadata(data_dir().join(BACKUP_LABEL_OLD)).ok()?;
+    let dir = std::fs::metadata(data_dir()).ok()?;
+    let nanos = |s: i64, ns: i64| i128::from(s) * 1_000_000_000 + i128::from(ns);
+    let renamed = nanos(file.ctime(), file.ctime_nsec());
+    let dir_changed = nanos(dir.mtime(), dir.mtime_nsec());
+    if file.ctime() < server::postmaster_start_unix() || dir_changed > renamed + 50_000_000 {
         return None;
     }
     Some(String::from_utf8_lossy(&parsed.label).into_owned())

@@ -54,20 +54,36 @@ pub fn start_in_worker(label: &[u8], fast: bool, already_running: fn() -> Error)
         }
         (*request).fast = fast;
     }
-    let outcome = launch_and_wait(request, already_running);
-    let result = outcome.and_then(|()| {
-        // SAFETY: as above; the worker has exited, nothing writes any more.
-        let r = unsafe { &*request };
-        // SAFETY: reads an atomic in mapped memory.
-        match unsafe { pg::peb_request_outcome(request) } {
-            STARTED => Ok(r.start_lsn),
-            FAILED => Err(reported_error(r)),
-            _ => Err(Error::new(
+    // A worker that exits without a result never started a backup (it
+    // holds off interrupts from entering backup mode until it reports), so
+    // trying again is safe; it is logged, since it should not happen.
+    let mut result = Err(Error::new(INTERNAL_ERROR, "no attempt was made"));
+    for attempt in 1..=3 {
+        result = launch_and_wait(request, already_running).and_then(|()| {
+            // SAFETY: the worker has exited, nothing writes any more.
+            let r = unsafe { &*request };
+            // SAFETY: reads an atomic in mapped memory.
+            match unsafe { pg::peb_request_outcome(request) } {
+                STARTED => Ok(Some(r.start_lsn)),
+                FAILED => Err(reported_error(r)),
+                _ => Ok(None),
+            }
+        });
+        match result {
+            Ok(None) if attempt < 3 => {
+                crate::boundary::log("pg_exclusive_backup: the start worker exited without a result; trying again")
+            }
+            _ => break,
+        }
+    }
+    let result = result.and_then(|lsn| {
+        lsn.ok_or_else(|| {
+            Error::new(
                 INTERNAL_ERROR,
                 "the background worker starting the backup exited without a result",
             )
-            .detail("No backup was started.")),
-        }
+            .detail("No backup was started. The server log may say why.")
+        })
     });
     // On error the detach callback marks the request abandoned and makes
     // sure the worker has undone whatever it did before we return.
@@ -130,7 +146,17 @@ pub fn worker_main(main_arg: pg::Datum) {
     // SAFETY: attaches the segment the caller created; NULL if it is gone.
     let request = match guarded(|| unsafe { pg::peb_worker_attach(main_arg) }) {
         Ok(r) if !r.is_null() => r,
-        _ => return,
+        Ok(_) => {
+            crate::boundary::log("pg_exclusive_backup: the start worker found its request gone");
+            return;
+        }
+        Err(e) => {
+            let (_, message, _, _) = error_fields(&e);
+            crate::boundary::log(&format!(
+                "pg_exclusive_backup: the start worker could not attach its request: {message}"
+            ));
+            return;
+        }
     };
     // SAFETY: reads an atomic in mapped memory.
     if unsafe { pg::peb_request_outcome(request) } != PENDING {
