@@ -209,6 +209,7 @@ fn compile_shim(server_inc: &Path) {
         .flag_if_supported("-Wno-unused-parameter")
         .flag_if_supported("-Wno-missing-field-initializers")
         .flag_if_supported("-Wno-sign-compare")
+        .flag_if_supported("-Wno-clobbered")
         .flag_if_supported("-fno-strict-aliasing")
         .flag_if_supported("-fwrapv")
         .compile("peb_shim");

@@ -17,8 +17,16 @@ fn start_time_is_exact_in_every_log_timezone() {
     c.create_extension();
     let mut db = c.connect();
 
-    for zone in ["Asia/Kolkata", "America/Sao_Paulo", "Australia/Lord_Howe", "Europe/Berlin", "Pacific/Chatham", "UTC"] {
-        db.batch_execute(&format!("ALTER SYSTEM SET log_timezone = '{zone}'")).unwrap();
+    for zone in [
+        "Asia/Kolkata",
+        "America/Sao_Paulo",
+        "Australia/Lord_Howe",
+        "Europe/Berlin",
+        "Pacific/Chatham",
+        "UTC",
+    ] {
+        db.batch_execute(&format!("ALTER SYSTEM SET log_timezone = '{zone}'"))
+            .unwrap();
         db.batch_execute("SELECT pg_reload_conf()").unwrap();
         // The reload reaches the backends asynchronously.
         let mut shown = String::new();
@@ -31,7 +39,8 @@ fn start_time_is_exact_in_every_log_timezone() {
         }
         assert_eq!(shown, zone);
 
-        db.execute("SELECT pg_start_backup($1, true)", &[&format!("tz {zone}")]).unwrap();
+        db.execute("SELECT pg_start_backup($1, true)", &[&format!("tz {zone}")])
+            .unwrap();
         let label = c.read_string("backup_label").expect("backup_label");
         let label_time = label
             .lines()
@@ -50,7 +59,10 @@ fn start_time_is_exact_in_every_log_timezone() {
             .unwrap();
         let age: f64 = row.get(0);
         let local: String = row.get(1);
-        assert!((0.0..30.0).contains(&age), "{zone}: start time {label_time:?} is {age} s away from now");
+        assert!(
+            (0.0..30.0).contains(&age),
+            "{zone}: start time {label_time:?} is {age} s away from now"
+        );
         assert!(
             label_time.starts_with(&local),
             "{zone}: label says {label_time:?}, pg_backup_start_time() is {local} there"
