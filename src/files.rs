@@ -23,6 +23,12 @@ pub const TABLESPACE_MAP: &str = "tablespace_map";
 /// Where the server moves a backup_label it found at startup.
 pub const BACKUP_LABEL_OLD: &str = "backup_label.old";
 
+/// Backends and background workers run with the data directory as their
+/// working directory.
+pub fn data_dir() -> &'static Path {
+    Path::new(".")
+}
+
 /// What publishing an exclusive file found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Published {

@@ -8,20 +8,13 @@
 //! changes the other, with interrupts held in between, and undoes its own
 //! step if the other cannot be made.
 
-use std::path::Path;
-
 use crate::boundary::{Datum, FunctionCallInfo, InterruptsHeld};
 use crate::error::{Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
-use crate::files::{self, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP};
+use crate::files::{self, data_dir, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP};
 use crate::label::{self, BackupLabel, BadLabelText, MAX_FILE_BYTES, MAX_LABEL_BYTES};
 use crate::server;
 use crate::worker;
 use std::os::unix::fs::MetadataExt;
-
-/// Backends run SQL functions with the data directory as working directory.
-fn data_dir() -> &'static Path {
-    Path::new(".")
-}
 
 fn recovery_error() -> Error {
     Error::new(NOT_READY, "recovery is in progress").hint("WAL control functions cannot be executed during recovery.")

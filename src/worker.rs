@@ -27,7 +27,7 @@ use std::ffi::{c_char, CStr};
 use crate::bindings as pg;
 use crate::boundary::{guarded, InterruptsHeld};
 use crate::error::{packed_sqlstate, Error, Result, ServerError, INTERNAL_ERROR, OBJECT_NOT_IN_PREREQUISITE_STATE};
-use crate::files::{self, Published, BACKUP_LABEL, TABLESPACE_MAP};
+use crate::files::{self, data_dir, Published, BACKUP_LABEL, TABLESPACE_MAP};
 use crate::label::{self, Lsn, MAX_FILE_BYTES};
 use crate::server;
 
@@ -37,10 +37,6 @@ const SLOT_WAIT_MS: i64 = 10_000;
 const PENDING: u32 = pg::PebStartOutcome::PEB_PENDING as u32;
 const STARTED: u32 = pg::PebStartOutcome::PEB_STARTED as u32;
 const FAILED: u32 = pg::PebStartOutcome::PEB_FAILED as u32;
-
-fn data_dir() -> &'static std::path::Path {
-    std::path::Path::new(".")
-}
 
 /// Caller side: starts the exclusive backup in a worker and reports its
 /// outcome. `label` has been validated by the caller.
@@ -59,7 +55,7 @@ pub fn start_in_worker(label: &[u8], fast: bool, already_running: fn() -> Error)
     // trying again is safe; it is logged, since it should not happen.
     let mut result = Err(Error::new(INTERNAL_ERROR, "no attempt was made"));
     for attempt in 1..=3 {
-        result = launch_and_wait(request, already_running).and_then(|()| {
+        result = launch_and_wait(already_running).and_then(|()| {
             // SAFETY: the worker has exited, nothing writes any more.
             let r = unsafe { &*request };
             // SAFETY: reads an atomic in mapped memory.
@@ -94,8 +90,7 @@ pub fn start_in_worker(label: &[u8], fast: bool, already_running: fn() -> Error)
     Ok(lsn)
 }
 
-fn launch_and_wait(request: *mut pg::PebStartRequest, already_running: fn() -> Error) -> Result<()> {
-    let _ = request;
+fn launch_and_wait(already_running: fn() -> Error) -> Result<()> {
     let mut waited = 0;
     // SAFETY: plain server calls.
     while !guarded(|| unsafe { pg::peb_request_launch() })? {
