@@ -58,7 +58,8 @@ pub fn read_optional(dir: &Path, name: &str, limit: usize) -> Result<Option<Vec<
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::file("open", name, &e)),
     };
-    let mut content = Vec::new();
+    // Sized up front: one read for the content, one to see the end.
+    let mut content = Vec::with_capacity(limit + 1);
     file.take(limit as u64 + 1)
         .read_to_end(&mut content)
         .map_err(|e| Error::file("read", name, &e))?;

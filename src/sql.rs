@@ -185,26 +185,98 @@ fn claim_label(claimed: &str, text: Vec<u8>, parsed: BackupLabel) -> Result<(Vec
     Ok((text, parsed))
 }
 
+/// The identity of a file as far as a change of its content goes: a new
+/// label is a new file (link of a fresh temporary file), and any write would
+/// change size or times.
+#[derive(Clone, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileIdentity {
+    fn of(m: &std::fs::Metadata) -> Self {
+        FileIdentity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// The start time (TimestampTz) of the running exclusive backup, or the
+/// reason its label is invalid.
+type LabelVerdict = std::result::Result<i64, label::LabelError>;
+
+thread_local! {
+    /// Monitoring polls pg_is_in_backup() and pg_backup_start_time(); a
+    /// stat is much cheaper than opening, reading and parsing the label, so
+    /// each backend remembers its verdict on the label for as long as the
+    /// file stays the same file.
+    static SEEN_LABEL: std::cell::RefCell<Option<(FileIdentity, LabelVerdict)>> = const { std::cell::RefCell::new(None) };
+}
+
+fn label_identity() -> Result<Option<FileIdentity>> {
+    match std::fs::metadata(data_dir().join(BACKUP_LABEL)) {
+        Ok(m) => Ok(Some(FileIdentity::of(&m))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::file("stat", BACKUP_LABEL, &e)),
+    }
+}
+
+/// The start time of the running exclusive backup, `None` when there is
+/// none; an invalid label is an error.
+fn running_backup_start_time() -> Result<Option<i64>> {
+    let Some(identity) = label_identity()? else {
+        return Ok(None);
+    };
+    let remembered = SEEN_LABEL.with(|seen| {
+        seen.borrow()
+            .as_ref()
+            .filter(|(id, _)| *id == identity)
+            .map(|(_, verdict)| verdict.clone())
+    });
+    if let Some(verdict) = remembered {
+        return verdict.map(Some).map_err(invalid_label);
+    }
+    let Some(text) = files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? else {
+        return Ok(None);
+    };
+    let verdict = match label::parse(&text) {
+        Ok(parsed) => Ok(label::timestamptz_from_unix(server::start_time_unix(
+            &parsed.start_time,
+        )?)),
+        Err(e) => Err(e),
+    };
+    // Remember it only if the file did not change while we read it.
+    if label_identity()? == Some(identity.clone()) && text.len() as u64 == identity.size {
+        SEEN_LABEL.with(|seen| *seen.borrow_mut() = Some((identity, verdict.clone())));
+    }
+    verdict.map(Some).map_err(invalid_label)
+}
+
 pub fn is_in_backup(_fcinfo: FunctionCallInfo) -> Result<Datum> {
     // No exclusive backup can run during recovery; a label there belongs to
     // the backup being restored.
     if server::recovery_in_progress()? {
         return Ok(false as Datum);
     }
-    Ok(current_label()?.is_some() as Datum)
+    Ok(running_backup_start_time()?.is_some() as Datum)
 }
 
 pub fn backup_start_time(fcinfo: FunctionCallInfo) -> Result<Datum> {
     let found = if server::recovery_in_progress()? {
         None
     } else {
-        current_label()?
+        running_backup_start_time()?
     };
     match found {
-        Some((_, parsed)) => {
-            let unix = server::start_time_unix(&parsed.start_time)?;
-            Ok(label::timestamptz_from_unix(unix) as Datum)
-        }
+        Some(timestamp) => Ok(timestamp as Datum),
         None => {
             // SAFETY: fcinfo is the server's call frame for this function.
             unsafe { (*fcinfo).isnull = true };
