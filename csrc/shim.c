@@ -206,6 +206,8 @@ peb_request_create(void)
 	request = (PebStartRequest *) dsm_segment_address(seg);
 	memset(request, 0, sizeof(PebStartRequest));
 	pg_atomic_init_u32(&request->outcome, PEB_PENDING);
+	/* A backend's latch lives in shared memory, mapped alike everywhere. */
+	request->caller_latch = MyLatch;
 	on_dsm_detach(seg, peb_request_detached, (Datum) 0);
 	peb_request_segment = seg;
 	return request;
@@ -242,10 +244,32 @@ peb_request_launch(void)
 	return launched;
 }
 
+/*
+ * Waits until the worker has decided the outcome (it sets our latch right
+ * after its compare-and-swap, without waiting for its own exit) or has
+ * exited without deciding. Returns BGWH_STARTED when the outcome is
+ * decided, else the worker's status.
+ */
 int
 peb_request_wait(void)
 {
-	return (int) WaitForBackgroundWorkerShutdown(peb_worker_handle);
+	PebStartRequest *request = (PebStartRequest *) dsm_segment_address(peb_request_segment);
+
+	for (;;)
+	{
+		pid_t		pid;
+		BgwHandleStatus status;
+
+		CHECK_FOR_INTERRUPTS();
+		if (pg_atomic_read_u32(&request->outcome) != PEB_PENDING)
+			return (int) BGWH_STARTED;
+		status = GetBackgroundWorkerPid(peb_worker_handle, &pid);
+		if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
+			return (int) status;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, 0,
+						 WAIT_EVENT_BGWORKER_SHUTDOWN);
+		ResetLatch(MyLatch);
+	}
 }
 
 void
@@ -284,7 +308,11 @@ peb_request_finish(PebStartRequest *request, uint32 outcome)
 {
 	uint32		expected = PEB_PENDING;
 
-	return pg_atomic_compare_exchange_u32(&request->outcome, &expected, outcome);
+	if (!pg_atomic_compare_exchange_u32(&request->outcome, &expected, outcome))
+		return false;
+	/* The caller need not wait for this process to exit. */
+	SetLatch(request->caller_latch);
+	return true;
 }
 
 uint32

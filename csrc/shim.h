@@ -50,6 +50,7 @@ typedef enum PebStartOutcome
 typedef struct PebStartRequest
 {
 	pg_atomic_uint32 outcome;	/* PebStartOutcome; changes once, by CAS */
+	struct Latch *caller_latch; /* set by the worker once it has decided */
 	bool		fast;
 	char		label[MAXPGPATH + 1];
 	uint64		start_lsn;

@@ -15,7 +15,8 @@
 //! Protocol (the request lives in dynamic shared memory, see csrc/shim.h):
 //! the worker runs do_pg_backup_start, writes backup_label and
 //! tablespace_map, and then moves the request's outcome from PENDING to
-//! STARTED or FAILED with one compare-and-swap. If the caller gives up
+//! STARTED or FAILED with one compare-and-swap and sets the caller's latch,
+//! so the caller need not wait for the worker's exit. If the caller gives up
 //! first (cancel, statement_timeout, its backend exits), the shim's detach
 //! callback moves PENDING to ABANDONED instead and stops the worker; a
 //! worker that then finds its CAS refused undoes its own start. Whichever
@@ -56,7 +57,8 @@ pub fn start_in_worker(label: &[u8], fast: bool, already_running: fn() -> Error)
     let mut result = Err(Error::new(INTERNAL_ERROR, "no attempt was made"));
     for attempt in 1..=3 {
         result = launch_and_wait(already_running).and_then(|()| {
-            // SAFETY: the worker has exited, nothing writes any more.
+            // SAFETY: the outcome is decided (or the worker is gone); the
+            // worker writes nothing after its compare-and-swap.
             let r = unsafe { &*request };
             // SAFETY: reads an atomic in mapped memory.
             match unsafe { pg::peb_request_outcome(request) } {
