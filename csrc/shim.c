@@ -245,10 +245,11 @@ peb_request_launch(void)
 }
 
 /*
- * Waits until the worker has decided the outcome (it sets our latch right
- * after its compare-and-swap, without waiting for its own exit) or has
- * exited without deciding. Returns BGWH_STARTED when the outcome is
- * decided, else the worker's status.
+ * Waits until the worker has started the backup (it sets our latch right
+ * after its compare-and-swap; its own exit no longer matters then) or has
+ * exited. A failed start is reported only once the worker is gone, so that
+ * nothing of the attempt is left when the error reaches the client.
+ * Returns BGWH_STARTED for a started backup, else the worker's status.
  */
 int
 peb_request_wait(void)
@@ -261,7 +262,7 @@ peb_request_wait(void)
 		BgwHandleStatus status;
 
 		CHECK_FOR_INTERRUPTS();
-		if (pg_atomic_read_u32(&request->outcome) != PEB_PENDING)
+		if (pg_atomic_read_u32(&request->outcome) == PEB_STARTED)
 			return (int) BGWH_STARTED;
 		status = GetBackgroundWorkerPid(peb_worker_handle, &pid);
 		if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
