@@ -20,7 +20,7 @@ fn recovery_error() -> Error {
     Error::new(NOT_READY, "recovery is in progress").hint("WAL control functions cannot be executed during recovery.")
 }
 
-fn already_running() -> Error {
+pub(crate) fn already_running() -> Error {
     Error::new(NOT_READY, "a backup is already in progress").hint("Run pg_stop_backup() and try again.")
 }
 
@@ -33,7 +33,7 @@ fn not_running() -> Error {
 /// backup_label as if restoring a backup and renames it backup_label.old.
 fn not_running_here() -> Error {
     match interrupted_by_restart() {
-        Some(label) => Error::new(NOT_READY, "exclusive backup not in progress")
+        Some(label) => not_running()
             .detail(format!(
                 "The exclusive backup \"{label}\" was interrupted when the server restarted; \
                  the server renamed its label file to \"{BACKUP_LABEL_OLD}\"."
@@ -126,7 +126,7 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
     if label_text.contains(&0) {
         return Err(Error::new(INVALID_PARAMETER_VALUE, "backup label contains a NUL byte"));
     }
-    let start_lsn = worker::start_in_worker(&label_text, fast, already_running)?;
+    let start_lsn = worker::start_in_worker(&label_text, fast)?;
     Ok(start_lsn as Datum)
 }
 

@@ -16,7 +16,8 @@
 //! the worker runs do_pg_backup_start, writes backup_label and
 //! tablespace_map, and then moves the request's outcome from PENDING to
 //! STARTED or FAILED with one compare-and-swap and sets the caller's latch,
-//! so the caller need not wait for the worker's exit. If the caller gives up
+//! so that after a successful start the caller need not wait for the
+//! worker's exit (after a failed one it does). If the caller gives up
 //! first (cancel, statement_timeout, its backend exits), the shim's detach
 //! callback moves PENDING to ABANDONED instead and stops the worker; a
 //! worker that then finds its CAS refused undoes its own start. Whichever
@@ -41,7 +42,7 @@ const FAILED: u32 = pg::PebStartOutcome::PEB_FAILED as u32;
 
 /// Caller side: starts the exclusive backup in a worker and reports its
 /// outcome. `label` has been validated by the caller.
-pub fn start_in_worker(label: &[u8], fast: bool, already_running: fn() -> Error) -> Result<Lsn> {
+pub fn start_in_worker(label: &[u8], fast: bool) -> Result<Lsn> {
     // SAFETY: creates the shared request in this backend's memory.
     let request = guarded(|| unsafe { pg::peb_request_create() })?;
     // SAFETY: the segment is mapped until peb_request_release().
@@ -56,7 +57,7 @@ pub fn start_in_worker(label: &[u8], fast: bool, already_running: fn() -> Error)
     // trying again is safe; it is logged, since it should not happen.
     let mut result = Err(Error::new(INTERNAL_ERROR, "no attempt was made"));
     for attempt in 1..=3 {
-        result = launch_and_wait(already_running).and_then(|()| {
+        result = launch_and_wait().and_then(|()| {
             // SAFETY: the outcome is decided (or the worker is gone); the
             // worker writes nothing after its compare-and-swap.
             let r = unsafe { &*request };
@@ -92,14 +93,14 @@ pub fn start_in_worker(label: &[u8], fast: bool, already_running: fn() -> Error)
     Ok(lsn)
 }
 
-fn launch_and_wait(already_running: fn() -> Error) -> Result<()> {
+fn launch_and_wait() -> Result<()> {
     let mut waited = 0;
     // SAFETY: plain server calls.
     while !guarded(|| unsafe { pg::peb_request_launch() })? {
         // Out of worker slots (max_worker_processes). Wait a little: most
         // slots are short-lived; a concurrent start may also win meanwhile.
         if files::exists(data_dir(), BACKUP_LABEL)? {
-            return Err(already_running());
+            return Err(crate::sql::already_running());
         }
         if waited >= SLOT_WAIT_MS {
             return Err(
@@ -272,9 +273,7 @@ fn start_here(label: &CStr, fast: bool, request: *mut pg::PebStartRequest) -> Re
 fn write_backup_files(label_text: &[u8], tablespace_map: &[u8]) -> Result<()> {
     if files::publish_exclusive(data_dir(), BACKUP_LABEL, label_text)? == Published::AlreadyExists {
         return Err(
-            Error::new(OBJECT_NOT_IN_PREREQUISITE_STATE, "a backup is already in progress")
-                .detail("Another session started an exclusive backup at the same time.")
-                .hint("Run pg_stop_backup() and try again."),
+            crate::sql::already_running().detail("Another session started an exclusive backup at the same time.")
         );
     }
     // The label is ours now, and with it the right to write tablespace_map.
