@@ -264,8 +264,8 @@ fn backend_killed_during_backup() {
     drop((s, idle));
     let mut s = connect_retry(&c, Duration::from_secs(30));
     let log = log_since(&c, from);
-    // 16 and later name the process by its type.
-    let who = if major() >= 16 {
+    // 18 and later name the process by its type.
+    let who = if major() >= 18 {
         "client backend"
     } else {
         "server process"

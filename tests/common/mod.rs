@@ -68,11 +68,11 @@ fn remove_when_done(dir: &Path) {
     dirs.push(dir.to_path_buf());
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
-fn run_ok(cmd: &mut Command) -> Output {
+pub fn run_ok(cmd: &mut Command) -> Output {
     let out = run(cmd);
     assert!(
         out.status.success(),
@@ -84,9 +84,8 @@ fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-fn pg_config(arg: &str) -> String {
-    let pg_config = std::env::var("PG_CONFIG").unwrap_or_else(|_| "pg_config".into());
-    let out = run_ok(Command::new(&pg_config).arg(arg));
+fn pg_config_of(pg_config: &Path, arg: &str) -> String {
+    let out = run_ok(Command::new(pg_config).arg(arg));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -95,8 +94,19 @@ fn id_of(flag: &str) -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().expect("numeric id")
 }
 
+/// The installation `PG_CONFIG` names: the one the extension under test
+/// was built for.
 pub fn install() -> &'static Install {
     INSTALL.get_or_init(|| {
+        let pg_config = std::env::var_os("PG_CONFIG").unwrap_or_else(|| "pg_config".into());
+        Install::load(Path::new(&pg_config))
+    })
+}
+
+impl Install {
+    /// Another installation, for tests that need two majors (pg_upgrade).
+    pub fn load(pg_config_path: &Path) -> Install {
+        let pg_config = |arg: &str| pg_config_of(pg_config_path, arg);
         let bindir = PathBuf::from(pg_config("--bindir"));
         let version = pg_config("--version");
         let major: u32 = version
@@ -125,13 +135,11 @@ pub fn install() -> &'static Install {
         };
         let share = PathBuf::from(pg_config("--sharedir"));
         if as_root && !inst.reachable_by_server_user(&share) {
-            inst.copy_installation();
+            inst.copy_installation(&pg_config);
         }
         inst
-    })
-}
+    }
 
-impl Install {
     fn reachable_by_server_user(&self, sharedir: &Path) -> bool {
         let share = sharedir.join("postgresql.conf.sample");
         let ok = |args: &[&Path]| {
@@ -149,7 +157,7 @@ impl Install {
     /// Copies bin/, lib/ and share/ of the installation to /tmp, keeping
     /// their relative layout, which is all PostgreSQL needs to find its
     /// files.
-    fn copy_installation(&mut self) {
+    fn copy_installation(&mut self, pg_config: &dyn Fn(&str) -> String) {
         let prefix = self.bindir.parent().expect("bindir has a parent").to_path_buf();
         for (what, dir) in [
             ("sharedir", pg_config("--sharedir")),
@@ -163,7 +171,7 @@ impl Install {
                 prefix.display()
             );
         }
-        let dest = PathBuf::from(format!("/tmp/peb-it-{}-install", std::process::id()));
+        let dest = PathBuf::from(format!("/tmp/peb-it-{}-install-{}", std::process::id(), self.major));
         let _ = fs::remove_dir_all(&dest);
         fs::create_dir_all(&dest).unwrap();
         remove_when_done(&dest);
@@ -290,6 +298,8 @@ fn free_port() -> u16 {
 pub type Notices = Arc<Mutex<Vec<String>>>;
 
 pub struct Cluster {
+    /// The installation whose programs run this cluster.
+    inst: &'static Install,
     root: PathBuf,
     data: PathBuf,
     log: PathBuf,
@@ -310,7 +320,12 @@ impl Cluster {
     }
 
     fn with_root(root: PathBuf, settings: &[&str]) -> Cluster {
+        Cluster::with_root_of(install(), root, settings)
+    }
+
+    fn with_root_of(inst: &'static Install, root: PathBuf, settings: &[&str]) -> Cluster {
         let c = Cluster {
+            inst,
             data: root.join("data"),
             log: root.join("server.log"),
             root,
@@ -338,6 +353,26 @@ impl Cluster {
         let root = Cluster::new_root();
         copy_tree(template(), &root.join("data"));
         Cluster::with_root(root, settings)
+    }
+
+    /// A fresh cluster (not started) of installation `inst`, made by its own
+    /// initdb with `initdb_args` added (no template: for tests that need a
+    /// second installation or particular initdb options).
+    pub fn initdb_of(inst: &'static Install, initdb_args: &[&str], settings: &[&str]) -> Cluster {
+        let root = Cluster::new_root();
+        run_ok(
+            inst.command("initdb")
+                .arg("-D")
+                .arg(root.join("data"))
+                .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "-N"])
+                .args(initdb_args),
+        );
+        Cluster::with_root_of(inst, root, settings)
+    }
+
+    /// The installation that runs this cluster.
+    pub fn install(&self) -> &'static Install {
+        self.inst
     }
 
     /// A fresh, running cluster with the extension created in database
@@ -410,7 +445,8 @@ impl Cluster {
     }
 
     fn pg_ctl(&self, args: &[&str]) -> Output {
-        run(install()
+        run(self
+            .inst
             .command("pg_ctl")
             .arg("-D")
             .arg(&self.data)
