@@ -555,6 +555,21 @@ START TIMELINE: 1\n";
         assert!(parse_lsn(b"0/+1").is_err());
     }
 
+    /// PostgreSQL 19 prints the low half with eight digits ("%X/%08X").
+    #[test]
+    fn zero_padded_lsns_of_19_are_read() {
+        assert_eq!(parse_lsn(b"0/0A000028"), Ok(0x0A00_0028));
+        assert_eq!(parse_lsn(b"1/00000000"), Ok(0x1_0000_0000));
+        assert!(parse_lsn(b"0/000000028").is_err());
+        let text = SERVER_TEXT
+            .replace("0/2000028", "0/02000028")
+            .replace("0/2000060", "0/02000060");
+        let (ours, parsed) = exclusive_label_from_server(text.as_bytes()).unwrap();
+        assert_eq!(parsed.start_lsn, 0x0200_0028);
+        assert_eq!(parsed.checkpoint_lsn, 0x0200_0060);
+        assert_eq!(parse(&ours), Ok(parsed));
+    }
+
     #[test]
     fn local_seconds_match_known_instants() {
         let t = |y, mo, d, h, mi, s| StartTime {
