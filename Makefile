@@ -24,7 +24,7 @@ include $(PGXS)
 CARGO ?= cargo
 # One cargo target directory per major: the bindings differ between them.
 CARGO_TARGET_DIR = $(CURDIR)/target/pg$(MAJORVERSION)
-CARGO_FLAGS = --release --lib --manifest-path $(srcdir)/Cargo.toml --target-dir $(CARGO_TARGET_DIR) $(if $(CARGO_NET_OFFLINE),--offline)
+CARGO_FLAGS = --release --lib --manifest-path $(srcdir)/Cargo.toml --target-dir $(CARGO_TARGET_DIR) $(if $(CARGO_NET_OFFLINE),--offline) $(if $(filter 1,$(PEB_TEST_HOOKS)),--features test-hooks)
 
 # cargo decides what is out of date; make always asks it.
 pg_exclusive_backup$(DLSUFFIX): FORCE

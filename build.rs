@@ -52,6 +52,7 @@ fn header_define(pg_config_h: &str, name: &str) -> Option<String> {
 
 fn main() {
     println!("cargo:rerun-if-env-changed=PG_CONFIG");
+    println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=csrc/shim.c");
     println!("cargo:rerun-if-changed=csrc/shim.h");
     println!("cargo:rerun-if-changed=csrc/bindings.h");
@@ -138,14 +139,22 @@ fn generate_bindings(server_inc: &Path, out_dir: &Path) {
             .allowlist_function("text_to_cstring")
             .allowlist_function("DetermineTimeZoneAbbrevOffset")
             .allowlist_function("peb_.*")
+            .allowlist_function("pfree")
+            .allowlist_function("pg_usleep")
+            .allowlist_function("dsm_create")
+            .allowlist_function("dsm_attach")
+            .allowlist_function("dsm_detach")
+            .allowlist_function("dsm_segment_address")
+            .allowlist_function("dsm_segment_handle")
+            .allowlist_function("on_dsm_detach")
+            .allowlist_function("before_shmem_exit")
+            .allowlist_function("GetBackgroundWorkerPid")
+            .allowlist_function("TerminateBackgroundWorker")
             .allowlist_type("FunctionCallInfoBaseData")
             .allowlist_type("Pg_finfo_record")
             .allowlist_type("Pg_magic_struct")
             .allowlist_type("ErrorData")
-            .allowlist_type("PebStartRequest")
-            .allowlist_type("PebStartOutcome")
             .allowlist_type("BgwHandleStatus")
-            .rustified_enum("PebStartOutcome")
             .rustified_enum("BgwHandleStatus")
             .allowlist_type("BackupState")
             .allowlist_type("SessionBackupState")

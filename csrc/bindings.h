@@ -11,6 +11,8 @@
 #include "lib/stringinfo.h"
 #include "pgtime.h"
 #include "postmaster/bgworker.h"
+#include "storage/dsm.h"
+#include "storage/ipc.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/elog.h"

@@ -1,21 +1,26 @@
 /*
- * The few things that must be written in C because they are macros:
- * the module magic block, PG_TRY/PG_CATCH, ereport and the interrupt
- * holdoff counter. Everything else lives in Rust; see src/boundary.rs for
- * how the two halves keep longjmp away from Rust destructors.
+ * The few things that must be written in C because they are macros or
+ * C-only constructs: the module magic block, PG_TRY/PG_CATCH, ereport, the
+ * interrupt holdoff counter, latches and wait events, the background
+ * worker's registration and signals. Everything else, the start protocol
+ * included, lives in Rust; see src/boundary.rs for how the two halves keep
+ * longjmp away from Rust destructors.
  *
  * Nothing here is exported from the shared library: Rust exports
  * Pg_magic_func and the pg_finfo_* records and calls in here.
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xlog.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
-#include "storage/dsm.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
 
@@ -34,26 +39,54 @@ peb_magic_data(void)
 	return &data;
 }
 
+/*
+ * Where caught errors are copied: created with a block large enough for
+ * any ordinary error, kept across resets, so that the copy in PG_CATCH
+ * does not need to allocate (an error raised inside PG_CATCH would longjmp
+ * past the Rust frames above).
+ */
+static MemoryContext peb_error_copies = NULL;
+
 ErrorData *
 peb_try(void (*fn) (void *), void *arg)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
+	volatile uint32 saved_holdoff = InterruptHoldoffCount;
+	volatile uint32 saved_cancel_holdoff = QueryCancelHoldoffCount;
 	ErrorData  *volatile caught = NULL;
 
 	PG_TRY();
 	{
+		if (peb_error_copies == NULL)
+			peb_error_copies = AllocSetContextCreate(TopMemoryContext,
+													 "pg_exclusive_backup error copies",
+													 32 * 1024, 32 * 1024, 64 * 1024);
 		fn(arg);
 	}
 	PG_CATCH();
 	{
-		/* CopyErrorData refuses to run in ErrorContext. */
-		MemoryContextSwitchTo(caller_context);
+		/*
+		 * errfinish() zeroed the holdoff counts before its longjmp; the
+		 * caller's holdoff scopes still count on their increments.
+		 */
+		InterruptHoldoffCount = saved_holdoff;
+		QueryCancelHoldoffCount = saved_cancel_holdoff;
+		/* peb_error_copies exists: creating it is the first thing tried. */
+		MemoryContextSwitchTo(peb_error_copies);
 		caught = CopyErrorData();
 		FlushErrorState();
+		MemoryContextSwitchTo(caller_context);
 	}
 	PG_END_TRY();
 
 	return caught;
+}
+
+void
+peb_reset_error_copies(void)
+{
+	if (peb_error_copies != NULL)
+		MemoryContextReset(peb_error_copies);
 }
 
 void
@@ -82,9 +115,23 @@ peb_log(const char *message)
 }
 
 char *
-peb_pstrdup(const char *text)
+peb_server_text(const char *utf8, int len)
 {
-	return pstrdup(text);
+	char	   *converted = pg_any_to_server(utf8, len, PG_UTF8);
+
+	/* Unconverted text comes back as the same pointer: it is not ours. */
+	return converted == utf8 ? pnstrdup(utf8, len) : converted;
+}
+
+char *
+peb_utf8_from_database_text(const char *bytes, int len)
+{
+	char	   *converted;
+
+	if (GetDatabaseEncoding() == PG_SQL_ASCII || !pg_verifymbstr(bytes, len, true))
+		return NULL;
+	converted = pg_server_to_any(bytes, len, PG_UTF8);
+	return converted == bytes ? pnstrdup(bytes, len) : converted;
 }
 
 void
@@ -97,6 +144,24 @@ void
 peb_resume_interrupts(void)
 {
 	RESUME_INTERRUPTS();
+}
+
+void
+peb_check_for_interrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+}
+
+bool
+peb_proc_die_pending(void)
+{
+	return ProcDiePending;
+}
+
+void
+peb_forget_query_cancel(void)
+{
+	QueryCancelPending = false;
 }
 
 #if PG_VERSION_NUM >= 160000
@@ -143,78 +208,33 @@ peb_abort_session_backup(void)
 #endif
 }
 
-/*
- * The caller's side of a start request. One at a time per backend: a
- * backend runs one SQL function at a time.
- */
-static dsm_segment *peb_request_segment = NULL;
-static BackgroundWorkerHandle *peb_worker_handle = NULL;
-
-/*
- * Runs when the caller lets go of the request: normally after reading the
- * outcome, but also when the transaction aborts (cancel, statement_timeout)
- * or the backend exits (terminate). If the worker has not finished, the
- * request is marked abandoned, so that the worker undoes whatever it did,
- * and the worker is asked to stop; then we wait for it, so that whoever
- * looks next sees a settled state: backup started and label written, or
- * neither.
- */
-static void
-peb_request_detached(dsm_segment *seg, Datum arg)
+void *
+peb_my_latch(void)
 {
-	PebStartRequest *request = (PebStartRequest *) dsm_segment_address(seg);
-	uint32		expected = PEB_PENDING;
-
-	if (peb_worker_handle != NULL &&
-		pg_atomic_compare_exchange_u32(&request->outcome, &expected, PEB_ABANDONED))
-	{
-		int			waited_ms = 0;
-
-		TerminateBackgroundWorker(peb_worker_handle);
-		/* The worker's cleanup is quick; bound the wait all the same. */
-		while (waited_ms < 60000)
-		{
-			pid_t		pid;
-			BgwHandleStatus status = GetBackgroundWorkerPid(peb_worker_handle, &pid);
-			int			rc;
-
-			if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
-				break;
-			rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH,
-						   10, PG_WAIT_EXTENSION);
-			if (rc & WL_POSTMASTER_DEATH)
-				break;
-			ResetLatch(MyLatch);
-			waited_ms += 10;
-		}
-	}
-	if (peb_worker_handle != NULL)
-		pfree(peb_worker_handle);
-	peb_worker_handle = NULL;
-	peb_request_segment = NULL;
+	/* A backend's or worker's latch lives in shared memory. */
+	return MyLatch;
 }
 
-PebStartRequest *
-peb_request_create(void)
+void
+peb_set_latch(void *latch)
 {
-	dsm_segment *seg;
-	PebStartRequest *request;
-
-	if (peb_request_segment != NULL)
-		dsm_detach(peb_request_segment);
-	seg = dsm_create(sizeof(PebStartRequest), 0);
-	request = (PebStartRequest *) dsm_segment_address(seg);
-	memset(request, 0, sizeof(PebStartRequest));
-	pg_atomic_init_u32(&request->outcome, PEB_PENDING);
-	/* A backend's latch lives in shared memory, mapped alike everywhere. */
-	request->caller_latch = MyLatch;
-	on_dsm_detach(seg, peb_request_detached, (Datum) 0);
-	peb_request_segment = seg;
-	return request;
+	SetLatch((Latch *) latch);
 }
 
 bool
-peb_request_launch(void)
+peb_wait_latch(long timeout_ms, bool for_worker)
+{
+	int			rc;
+
+	rc = WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_POSTMASTER_DEATH,
+				   timeout_ms,
+				   for_worker ? WAIT_EVENT_BGWORKER_SHUTDOWN : PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	return (rc & WL_POSTMASTER_DEATH) != 0;
+}
+
+bool
+peb_register_start_worker(uint32 handle, BackgroundWorkerHandle **out)
 {
 	BackgroundWorker worker;
 	MemoryContext old;
@@ -228,96 +248,26 @@ peb_request_launch(void)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_exclusive_backup");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "peb_start_backup_worker");
-	worker.bgw_main_arg = UInt32GetDatum(dsm_segment_handle(peb_request_segment));
+	worker.bgw_main_arg = UInt32GetDatum(handle);
 	worker.bgw_notify_pid = MyProcPid;
 
-	/* A retry replaces the handle of a worker that has exited. */
-	if (peb_worker_handle != NULL)
-	{
-		pfree(peb_worker_handle);
-		peb_worker_handle = NULL;
-	}
-	/* The handle must outlive the transaction's memory for the callback. */
+	/* The handle must outlive the transaction: exit callbacks use it. */
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	launched = RegisterDynamicBackgroundWorker(&worker, &peb_worker_handle);
+	launched = RegisterDynamicBackgroundWorker(&worker, out);
 	MemoryContextSwitchTo(old);
 	return launched;
 }
 
-/*
- * Waits until the worker has started the backup (it sets our latch right
- * after its compare-and-swap; its own exit no longer matters then) or has
- * exited. A failed start is reported only once the worker is gone, so that
- * nothing of the attempt is left when the error reaches the client.
- * Returns BGWH_STARTED for a started backup, else the worker's status.
- */
-int
-peb_request_wait(void)
-{
-	PebStartRequest *request = (PebStartRequest *) dsm_segment_address(peb_request_segment);
-
-	for (;;)
-	{
-		pid_t		pid;
-		BgwHandleStatus status;
-
-		CHECK_FOR_INTERRUPTS();
-		if (pg_atomic_read_u32(&request->outcome) == PEB_STARTED)
-			return (int) BGWH_STARTED;
-		status = GetBackgroundWorkerPid(peb_worker_handle, &pid);
-		if (status == BGWH_STOPPED || status == BGWH_POSTMASTER_DIED)
-			return (int) status;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_EXIT_ON_PM_DEATH, 0,
-						 WAIT_EVENT_BGWORKER_SHUTDOWN);
-		ResetLatch(MyLatch);
-	}
-}
-
 void
-peb_request_release(void)
+peb_worker_signals(void)
 {
-	if (peb_request_segment != NULL)
-		dsm_detach(peb_request_segment);
-}
-
-void
-peb_wait_a_moment(long milliseconds)
-{
-	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 milliseconds, PG_WAIT_EXTENSION);
-	ResetLatch(MyLatch);
-	CHECK_FOR_INTERRUPTS();
-}
-
-PebStartRequest *
-peb_worker_attach(Datum main_arg)
-{
-	dsm_segment *seg;
-
-	/* Let SIGTERM set the flag HOLD_INTERRUPTS can defer, not exit at once. */
+	/* SIGTERM sets the flag that HOLD_INTERRUPTS can defer, not exit at once. */
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-
-	seg = dsm_attach(DatumGetUInt32(main_arg));
-	if (seg == NULL)
-		return NULL;
-	return (PebStartRequest *) dsm_segment_address(seg);
 }
 
-bool
-peb_request_finish(PebStartRequest *request, uint32 outcome)
+const char *
+peb_guc_value(const char *name)
 {
-	uint32		expected = PEB_PENDING;
-
-	if (!pg_atomic_compare_exchange_u32(&request->outcome, &expected, outcome))
-		return false;
-	/* The caller need not wait for this process to exit. */
-	SetLatch(request->caller_latch);
-	return true;
-}
-
-uint32
-peb_request_outcome(PebStartRequest *request)
-{
-	return pg_atomic_read_u32(&request->outcome);
+	return GetConfigOption(name, true, false);
 }

@@ -1,31 +1,48 @@
 /*
  * The C half of the FFI boundary; see src/boundary.rs for the design.
+ * Only what C macros or C-only constructs force into C lives here; the
+ * logic (the start protocol included) is in Rust.
  */
 #ifndef PEB_SHIM_H
 #define PEB_SHIM_H
 
 #include "postgres.h"
 #include "fmgr.h"
-#include "port/atomics.h"
 
 extern const Pg_magic_struct *peb_magic_data(void);
 
 /*
  * Runs fn(arg) under PG_TRY. Returns NULL when fn returned normally, or the
- * error it raised, copied into the caller's memory context, with the error
- * state flushed. The caller must re-throw it (peb_rethrow) once its own
- * cleanup is done.
+ * error it raised: the interrupt holdoff counts are put back to what they
+ * were before the call, and the error is copied into a memory context
+ * kept for that purpose, with the error state flushed. The caller
+ * re-throws it (peb_rethrow) once its own cleanup is done.
  */
 extern ErrorData *peb_try(void (*fn) (void *), void *arg);
+/* Frees the error copies of earlier calls; at the start of an entry point. */
+extern void peb_reset_error_copies(void);
 
 extern void peb_rethrow(ErrorData *edata) __attribute__((noreturn));
 extern void peb_raise(int sqlerrcode, const char *message, const char *detail,
 					  const char *hint) __attribute__((noreturn));
 extern void peb_log(const char *message);
-extern char *peb_pstrdup(const char *text);
+
+/* A palloc'd copy of UTF-8 text, converted to the database encoding. */
+extern char *peb_server_text(const char *utf8, int len);
+
+/*
+ * Bytes in the database encoding (a label) as palloc'd UTF-8, or NULL when
+ * they are not valid in that encoding (or the encoding is SQL_ASCII, which
+ * says nothing about them).
+ */
+extern char *peb_utf8_from_database_text(const char *bytes, int len);
 
 extern void peb_hold_interrupts(void);
 extern void peb_resume_interrupts(void);
+extern void peb_check_for_interrupts(void);
+extern bool peb_proc_die_pending(void);
+/* Drops a query cancel (or statement timeout) that is pending. */
+extern void peb_forget_query_cancel(void);
 
 /*
  * Takes the server out of the backup mode this session's do_pg_backup_start
@@ -34,42 +51,25 @@ extern void peb_resume_interrupts(void);
  */
 extern void peb_abort_session_backup(void);
 
+/* Latches and waits (the wait events are macros or generated enums). */
+extern void *peb_my_latch(void);
+extern void peb_set_latch(void *latch);
 /*
- * pg_start_backup runs the server's do_pg_backup_start in a background
- * worker (see src/worker.rs for why). The caller and the worker share one
- * of these in a dynamic shared memory segment.
+ * Waits on this process's latch for at most timeout_ms; true if the
+ * postmaster has died (the caller decides what to do: this may run in an
+ * exit callback, where exiting again is not an option).
  */
-typedef enum PebStartOutcome
-{
-	PEB_PENDING = 0,			/* the worker is still at it */
-	PEB_STARTED = 1,			/* backup started, backup_label written */
-	PEB_FAILED = 2,				/* not started; the error is below */
-	PEB_ABANDONED = 3			/* the caller gave up (cancel, exit) */
-} PebStartOutcome;
+extern bool peb_wait_latch(long timeout_ms, bool for_worker);
 
-typedef struct PebStartRequest
-{
-	pg_atomic_uint32 outcome;	/* PebStartOutcome; changes once, by CAS */
-	struct Latch *caller_latch; /* set by the worker once it has decided */
-	bool		fast;
-	char		label[MAXPGPATH + 1];
-	uint64		start_lsn;
-	int			sqlerrcode;
-	char		message[1024];
-	char		detail[1024];
-	char		hint[512];
-} PebStartRequest;
+/*
+ * Registers the start worker for the request in dynamic shared memory
+ * segment `handle`; false when no background worker slot is free.
+ */
+extern bool peb_register_start_worker(uint32 handle, struct BackgroundWorkerHandle **out);
+/* In the worker: SIGTERM sets the interrupt flag instead of exiting. */
+extern void peb_worker_signals(void);
 
-/* Caller side. */
-extern PebStartRequest *peb_request_create(void);
-extern bool peb_request_launch(void);
-extern int	peb_request_wait(void);
-extern void peb_request_release(void);
-extern void peb_wait_a_moment(long milliseconds);
-
-/* Worker side. */
-extern PebStartRequest *peb_worker_attach(Datum main_arg);
-extern bool peb_request_finish(PebStartRequest *request, uint32 outcome);
-extern uint32 peb_request_outcome(PebStartRequest *request);
+/* A GUC's current value, NULL if it is not set (test hooks only). */
+extern const char *peb_guc_value(const char *name);
 
 #endif

@@ -4,64 +4,85 @@
 //! PostgreSQL reports an error by longjmp-ing to the innermost PG_TRY (or to
 //! the top of the backend's main loop). A longjmp that crosses a Rust frame
 //! skips that frame's destructors, and a Rust panic that unwinds into C is
-//! undefined behaviour. The design keeps both away from each other:
+//! undefined behaviour. What this module does about both:
 //!
 //! 1. Every call into the server that may ereport goes through [`guarded`].
 //!    It runs the call under PG_TRY in the C shim (`peb_try`). If the server
-//!    raises an error, the shim copies it (CopyErrorData), clears the error
-//!    state and returns it; `guarded` hands it back as `Err(Error::Server)`,
-//!    and ordinary Rust control flow (with its destructors) carries it out.
-//!    The only Rust frames a longjmp can cross are the trampoline and the
-//!    closure passed to `guarded`; the closure is `Copy` and returns a `Copy`
-//!    value, so the compiler itself guarantees those frames own nothing that
-//!    needs dropping. Closures contain FFI calls only, so they cannot panic.
+//!    raises an ERROR, the shim puts back the interrupt holdoff counts that
+//!    errfinish() zeroed, copies the error into a memory context set aside
+//!    for that (so the copy does not have to allocate), clears the error
+//!    state and returns the copy; `guarded` hands it back as
+//!    `Err(Error::Server)`, and ordinary Rust control flow (with its
+//!    destructors) carries it out. A longjmp can cross only the trampoline
+//!    and the closure given to `guarded`; `guarded` is an `unsafe fn` whose
+//!    contract is that the closure holds nothing that needs dropping while
+//!    it calls the server. A panic inside the closure is caught in the
+//!    trampoline, before it could reach C, and resumed once `peb_try` has
+//!    returned.
 //!
 //! 2. Every SQL entry point runs its body through [`entry`], which catches
 //!    panics with `catch_unwind`. An error or a panic is first turned into a
 //!    [`Pending`] report: plain pointers to memory the server owns, no Rust
-//!    destructors. Only then, with every Rust value gone, does `entry` call
-//!    the shim's ereport (or ReThrowError for a server error), which
-//!    longjmps out across frames that own nothing.
+//!    destructors. Only then, with every Rust value of the call gone, does
+//!    `entry` call the shim's ereport (or ReThrowError for a server error),
+//!    which longjmps out across frames that own nothing.
 //!
-//! Between catching a server error and re-throwing it, the extension may
-//! only do its own cleanup (remove a label file it created, leave backup
-//! mode); the transaction is aborted by the re-throw as usual.
-//!
-//! Cleanup that must run even when the backend dies (FATAL) is not left to
-//! Rust destructors, which never run then: the windows in which the
-//! extension's and the server's state could disagree hold off interrupts
-//! (see [`InterruptsHeld`]), so no cancel or terminate request can act inside
-//! them.
+//! What this does not cover: a FATAL (backend termination, postmaster
+//! death) ends the process from inside the server without returning, so
+//! no Rust destructor runs then. The steps whose undo must survive that are
+//! either done with interrupts held (see [`InterruptsHeld`]), so that no
+//! terminate request can act inside them, or are undone by an exit callback
+//! (the start protocol's, in start.rs).
 
+use std::any::Any;
 use std::ffi::{c_char, c_void, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use crate::bindings as pg;
-use crate::error::{packed_sqlstate, Error, Result, ServerError};
+use crate::error::{Error, Result, ServerError, INTERNAL_ERROR};
 
 struct Call<F, R> {
-    f: F,
+    f: Option<F>,
     out: Option<R>,
+    panic: Option<Box<dyn Any + Send>>,
 }
 
-extern "C" fn trampoline<F: FnOnce() -> R + Copy, R: Copy>(arg: *mut c_void) {
+extern "C" fn trampoline<F: FnOnce() -> R, R>(arg: *mut c_void) {
     // SAFETY: `arg` is the `Call` that `guarded` keeps alive across peb_try.
     let call = unsafe { &mut *(arg as *mut Call<F, R>) };
-    call.out = Some((call.f)());
+    if let Some(f) = call.f.take() {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(r) => call.out = Some(r),
+            Err(payload) => call.panic = Some(payload),
+        }
+    }
 }
 
-/// Runs `f` (FFI calls only) and returns its result, or the error the server
-/// raised inside it.
-pub fn guarded<R: Copy, F: FnOnce() -> R + Copy>(f: F) -> Result<R> {
-    let mut call = Call { f, out: None };
+/// Runs `f` and returns its result, or the ERROR the server raised inside
+/// it.
+///
+/// # Safety
+/// If the server raises an ERROR inside `f`, the frames of `f` are left by
+/// longjmp: `f` must not own, at any point where it calls the server, a
+/// value that needs dropping (no `String`, `Vec`, `Box`, guard, ... alive
+/// across such a call). Captured references and `Copy` values are fine.
+pub unsafe fn guarded<R, F: FnOnce() -> R>(f: F) -> Result<R> {
+    let mut call = Call {
+        f: Some(f),
+        out: None,
+        panic: None,
+    };
     // SAFETY: peb_try calls the trampoline once with the pointer we pass and
     // returns before `call` goes out of scope.
     let caught = unsafe { pg::peb_try(Some(trampoline::<F, R>), &mut call as *mut Call<F, R> as *mut c_void) };
+    if let Some(payload) = call.panic.take() {
+        resume_unwind(payload);
+    }
     if !caught.is_null() {
         return Err(Error::Server(ServerError(caught as *mut c_void)));
     }
     call.out
-        .ok_or_else(|| Error::new(crate::error::INTERNAL_ERROR, "a guarded server call returned no result"))
+        .ok_or_else(|| Error::new(INTERNAL_ERROR, "a guarded server call returned no result"))
 }
 
 /// Holds off query cancel and backend termination for as long as it lives;
@@ -79,7 +100,8 @@ impl InterruptsHeld {
 
 impl Drop for InterruptsHeld {
     fn drop(&mut self) {
-        // SAFETY: paired with the increment in new(); cannot fail.
+        // SAFETY: paired with the increment in new(); peb_try restores the
+        // count after a caught error, so it is still ours to decrement.
         unsafe { pg::peb_resume_interrupts() };
     }
 }
@@ -97,15 +119,18 @@ enum Pending {
 }
 
 /// Copies `text` into memory the server owns (the current memory context),
-/// so it outlives the Rust value. NUL bytes cannot occur in server text, but
-/// are replaced rather than trusted.
+/// so it outlives the Rust value. Our texts are UTF-8; the server's are in
+/// the database encoding, so the copy is converted to it (characters it
+/// cannot hold become an error of the conversion, which is reported
+/// instead). NUL bytes cannot occur in server text, but are replaced
+/// rather than trusted.
 fn server_string(text: &str) -> Result<*const c_char> {
     let c = CString::new(text.replace('\0', "\\0")).unwrap_or_default();
     let ptr = c.as_ptr();
-    let copied = guarded(move || {
-        // SAFETY: `ptr` is a valid NUL-terminated string for this call.
-        unsafe { pg::peb_pstrdup(ptr) as *const c_char }
-    })?;
+    let len = c.as_bytes().len() as i32;
+    // SAFETY: `ptr` is a valid NUL-terminated string for this call, and the
+    // closure owns nothing.
+    let copied = unsafe { guarded(move || pg::peb_server_text(ptr, len) as *const c_char) }?;
     Ok(copied)
 }
 
@@ -118,13 +143,7 @@ impl Pending {
                 message,
                 detail,
                 hint,
-            } => (packed_sqlstate(sqlstate), message, detail, hint),
-            Error::Raw {
-                sqlerrcode,
-                message,
-                detail,
-                hint,
-            } => (sqlerrcode, message, detail, hint),
+            } => (sqlstate.0, message, detail, hint),
         };
         let copy = || -> Result<Pending> {
             let opt = |t: &Option<String>| t.as_deref().map_or(Ok(std::ptr::null()), server_string);
@@ -137,7 +156,8 @@ impl Pending {
         };
         match copy() {
             Ok(p) => p,
-            // Out of memory while copying: report that instead.
+            // Out of memory or an unconvertible character while copying:
+            // report that instead.
             Err(Error::Server(e)) => Pending::Rethrow(e),
             Err(_) => unreachable_report(),
         }
@@ -159,6 +179,8 @@ impl Pending {
                 hint,
             } => unsafe { pg::peb_raise(sqlstate, message, detail, hint) },
         }
+        // The shim's functions do not return; bindgen does not carry their
+        // noreturn attribute over.
         #[allow(unreachable_code)]
         loop {}
     }
@@ -166,7 +188,7 @@ impl Pending {
 
 fn unreachable_report() -> Pending {
     Pending::Report {
-        sqlstate: packed_sqlstate(*b"XX000"),
+        sqlstate: INTERNAL_ERROR.0,
         message: c"pg_exclusive_backup could not report an error".as_ptr(),
         detail: std::ptr::null(),
         hint: std::ptr::null(),
@@ -178,6 +200,9 @@ pub type Datum = pg::Datum;
 
 /// The body of every SQL-callable function.
 pub fn entry(fcinfo: FunctionCallInfo, body: fn(FunctionCallInfo) -> Result<Datum>) -> Datum {
+    // Error copies of an earlier call are no longer referenced by anyone.
+    // SAFETY: plain shim call; cannot fail.
+    unsafe { pg::peb_reset_error_copies() };
     let pending = match catch_unwind(AssertUnwindSafe(|| body(fcinfo))) {
         Ok(Ok(datum)) => return datum,
         Ok(Err(err)) => Pending::from_error(err),
@@ -193,7 +218,7 @@ pub fn entry(fcinfo: FunctionCallInfo, body: fn(FunctionCallInfo) -> Result<Datu
 pub fn log(text: &str) {
     let c = CString::new(text.replace('\0', "\\0")).unwrap_or_default();
     let ptr = c.as_ptr();
-    // SAFETY: `ptr` is valid for the call. A failure to log is not worth
-    // failing the caller for.
-    let _ = guarded(move || unsafe { pg::peb_log(ptr) });
+    // SAFETY: `ptr` is valid for the call and the closure owns nothing. A
+    // failure to log is not worth failing the caller for.
+    let _ = unsafe { guarded(move || pg::peb_log(ptr)) };
 }

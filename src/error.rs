@@ -6,37 +6,59 @@ use std::ffi::c_void;
 use std::fmt;
 use std::io;
 
-/// A five-character SQLSTATE, e.g. `*b"55000"`.
-pub type SqlState = [u8; 5];
+/// A SQLSTATE in the server's packed form (MAKE_SQLSTATE), so that codes
+/// we name and codes the server reports are one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlState(pub i32);
 
-pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = *b"55000";
-pub const INVALID_PARAMETER_VALUE: SqlState = *b"22023";
-pub const INTERNAL_ERROR: SqlState = *b"XX000";
+impl SqlState {
+    /// Packs five characters of [0-9A-Z] as MAKE_SQLSTATE does.
+    pub const fn of(code: &[u8; 5]) -> SqlState {
+        let mut packed = 0i32;
+        let mut i = 0;
+        while i < 5 {
+            packed += ((code[i].wrapping_sub(b'0') as i32) & 0x3F) << (6 * i);
+            i += 1;
+        }
+        SqlState(packed)
+    }
+
+    /// The five characters back, as the client sees them.
+    #[cfg(test)]
+    pub fn text(self) -> String {
+        (0..5)
+            .map(|i| (((self.0 >> (6 * i)) & 0x3F) as u8).wrapping_add(b'0') as char)
+            .collect()
+    }
+}
+
+pub const OBJECT_NOT_IN_PREREQUISITE_STATE: SqlState = SqlState::of(b"55000");
+pub const INVALID_PARAMETER_VALUE: SqlState = SqlState::of(b"22023");
+pub const INTERNAL_ERROR: SqlState = SqlState::of(b"XX000");
+pub const INSUFFICIENT_PRIVILEGE: SqlState = SqlState::of(b"42501");
+pub const WRONG_OBJECT_TYPE: SqlState = SqlState::of(b"42809");
+pub const UNDEFINED_FILE: SqlState = SqlState::of(b"58P01");
+pub const DUPLICATE_FILE: SqlState = SqlState::of(b"58P02");
+pub const DISK_FULL: SqlState = SqlState::of(b"53100");
+pub const INSUFFICIENT_RESOURCES: SqlState = SqlState::of(b"53000");
+pub const IO_ERROR: SqlState = SqlState::of(b"58030");
+pub const ADMIN_SHUTDOWN: SqlState = SqlState::of(b"57P01");
 
 #[derive(Debug)]
 pub enum Error {
-    /// An error of ours, reported with ereport(ERROR) at the SQL entry point.
+    /// An error of ours (or one the start worker passed on), to be raised
+    /// with ereport.
     Report {
         sqlstate: SqlState,
         message: String,
         detail: Option<String>,
         hint: Option<String>,
     },
-    /// An error the server raised inside a guarded call, held as its copied
-    /// ErrorData and re-thrown unchanged, so the user sees exactly what the
-    /// server said (SQLSTATE, message, context).
+    /// An error the server raised inside a guarded call, to be re-thrown.
     Server(ServerError),
-    /// An error reported by another process (the start worker), with the
-    /// server's packed SQLSTATE.
-    Raw {
-        sqlerrcode: i32,
-        message: String,
-        detail: Option<String>,
-        hint: Option<String>,
-    },
 }
 
-/// A caught server error (`ErrorData *` in the caller's memory context).
+/// The server's copy of an error (an ErrorData in server memory).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerError(pub *mut c_void);
 
@@ -53,21 +75,19 @@ impl Error {
     }
 
     pub fn detail(mut self, text: impl Into<String>) -> Self {
-        if let Error::Report { detail, .. } | Error::Raw { detail, .. } = &mut self {
+        if let Error::Report { detail, .. } = &mut self {
             *detail = Some(text.into());
         }
         self
     }
 
     pub fn hint(mut self, text: impl Into<String>) -> Self {
-        if let Error::Report { hint, .. } | Error::Raw { hint, .. } = &mut self {
+        if let Error::Report { hint, .. } = &mut self {
             *hint = Some(text.into());
         }
         self
     }
 
-    /// "could not <verb> file "<path>": <strerror>", with the SQLSTATE the
-    /// server's errcode_for_file_access() would pick for that errno.
     pub fn file(verb: &str, path: &str, err: &io::Error) -> Self {
         let errno = err.raw_os_error().unwrap_or(0);
         Error::new(
@@ -76,7 +96,6 @@ impl Error {
         )
     }
 
-    /// The panic payload's text, if it has one, as an internal error.
     pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
         let what = payload
             .downcast_ref::<&str>()
@@ -87,11 +106,12 @@ impl Error {
             .hint("This is a bug in pg_exclusive_backup; the backup state was left as it was before the call.")
     }
 
+    /// The SQLSTATE of an error of ours; `None` for a server error.
     #[cfg(test)]
     pub fn sqlstate(&self) -> Option<SqlState> {
         match self {
             Error::Report { sqlstate, .. } => Some(*sqlstate),
-            Error::Server(_) | Error::Raw { .. } => None,
+            Error::Server(_) => None,
         }
     }
 }
@@ -99,13 +119,24 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Report { message, .. } | Error::Raw { message, .. } => f.write_str(message),
+            Error::Report { message, .. } => f.write_str(message),
             Error::Server(_) => f.write_str("server error"),
         }
     }
 }
 
-/// io::Error's Display adds " (os error N)"; the server prints plain %m.
+/// A start refused because an exclusive backup runs (or is being started).
+pub fn already_running() -> Error {
+    Error::new(OBJECT_NOT_IN_PREREQUISITE_STATE, "a backup is already in progress")
+        .hint("Run pg_stop_backup() and try again.")
+}
+
+/// A stop refused because no exclusive backup runs.
+pub fn not_running() -> Error {
+    Error::new(OBJECT_NOT_IN_PREREQUISITE_STATE, "exclusive backup not in progress")
+        .hint("Did you call pg_start_backup()?")
+}
+
 fn strerror(err: &io::Error) -> String {
     let text = err.to_string();
     match text.rfind(" (os error ") {
@@ -114,24 +145,18 @@ fn strerror(err: &io::Error) -> String {
     }
 }
 
-/// The same mapping as the server's errcode_for_file_access().
+/// The SQLSTATE the server's errcode_for_file_access() gives an errno.
 pub fn sqlstate_for_errno(errno: i32) -> SqlState {
     match errno {
-        libc::EPERM | libc::EACCES | libc::EROFS => *b"42501",
-        libc::ENOENT => *b"58P01",
-        libc::EEXIST => *b"58P02",
-        libc::ENOTDIR | libc::EISDIR | libc::ENOTEMPTY => *b"58030",
-        libc::ENOSPC => *b"53100",
-        libc::ENFILE | libc::EMFILE => *b"53000",
-        _ => *b"58030",
+        libc::EPERM | libc::EACCES | libc::EROFS => INSUFFICIENT_PRIVILEGE,
+        libc::ENOENT => UNDEFINED_FILE,
+        libc::EEXIST => DUPLICATE_FILE,
+        libc::ENOTDIR | libc::EISDIR | libc::ENOTEMPTY => WRONG_OBJECT_TYPE,
+        libc::ENOSPC => DISK_FULL,
+        libc::ENFILE | libc::EMFILE => INSUFFICIENT_RESOURCES,
+        libc::EIO => IO_ERROR,
+        _ => INTERNAL_ERROR,
     }
-}
-
-/// The server's packed form of a SQLSTATE (MAKE_SQLSTATE).
-pub fn packed_sqlstate(code: SqlState) -> i32 {
-    code.iter().enumerate().fold(0i32, |acc, (i, &c)| {
-        acc + ((i32::from(c.wrapping_sub(b'0')) & 0x3F) << (6 * i))
-    })
 }
 
 #[cfg(test)]
@@ -142,19 +167,27 @@ mod tests {
     fn packs_like_make_sqlstate() {
         // ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE and ERRCODE_INTERNAL_ERROR
         // as the server's headers compute them.
-        assert_eq!(packed_sqlstate(*b"55000"), 5 | (5 << 6));
-        assert_eq!(packed_sqlstate(*b"XX000"), 40 | (40 << 6));
-        assert_eq!(packed_sqlstate(*b"58P01"), 5 | (8 << 6) | (32 << 12) | (1 << 24));
+        assert_eq!(OBJECT_NOT_IN_PREREQUISITE_STATE.0, 5 | (5 << 6));
+        assert_eq!(INTERNAL_ERROR.0, 40 | (40 << 6));
+        assert_eq!(UNDEFINED_FILE.0, 5 | (8 << 6) | (32 << 12) | (1 << 24));
+        for code in ["55000", "XX000", "58P01", "57P01", "42809"] {
+            let b: [u8; 5] = code.as_bytes().try_into().unwrap();
+            assert_eq!(SqlState::of(&b).text(), code);
+        }
     }
 
     #[test]
     fn file_errors_read_like_the_server() {
         let e = Error::file("write", "backup_label", &io::Error::from_raw_os_error(libc::ENOSPC));
-        assert_eq!(e.sqlstate(), Some(*b"53100"));
+        assert_eq!(e.sqlstate(), Some(DISK_FULL));
         assert_eq!(
             e.to_string(),
             "could not write file \"backup_label\": No space left on device"
         );
+        let e = Error::file("open", "backup_label", &io::Error::from_raw_os_error(libc::EISDIR));
+        assert_eq!(e.sqlstate(), Some(WRONG_OBJECT_TYPE));
+        let e = Error::file("open", "backup_label", &io::Error::from_raw_os_error(libc::ELOOP));
+        assert_eq!(e.sqlstate(), Some(INTERNAL_ERROR));
     }
 
     #[test]

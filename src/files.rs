@@ -51,13 +51,24 @@ fn file_mode(dir: &Path) -> u32 {
 
 /// Reads a small control file; `None` when it does not exist. At most
 /// `limit + 1` bytes are read, so a huge file cannot exhaust memory and the
-/// caller still sees that it is too long.
+/// caller still sees that it is too long. Only a regular file is read: the
+/// open neither follows a symlink nor waits for a FIFO's writer, and
+/// anything else under the name is an error that names it.
 pub fn read_optional(dir: &Path, name: &str, limit: usize) -> Result<Option<Vec<u8>>> {
-    let file = match File::open(dir.join(name)) {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(dir.join(name))
+    {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular(name, "a symbolic link")),
         Err(e) => return Err(Error::file("open", name, &e)),
     };
+    let meta = file.metadata().map_err(|e| Error::file("stat", name, &e))?;
+    if !meta.file_type().is_file() {
+        return Err(not_regular(name, kind_of(&meta.file_type())));
+    }
     // Sized up front: one read for the content, one to see the end.
     let mut content = Vec::with_capacity(limit + 1);
     file.take(limit as u64 + 1)
@@ -66,11 +77,77 @@ pub fn read_optional(dir: &Path, name: &str, limit: usize) -> Result<Option<Vec<
     Ok(Some(content))
 }
 
-pub fn exists(dir: &Path, name: &str) -> Result<bool> {
+fn kind_of(t: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_block_device() || t.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Something other than a regular file lies where a label or map belongs:
+/// never ours, never to be followed or waited on.
+pub fn not_regular(name: &str, kind: &str) -> Error {
+    Error::new(
+        crate::error::WRONG_OBJECT_TYPE,
+        format!("\"{name}\" in the data directory is not a regular file"),
+    )
+    .detail(format!(
+        "It is {kind}; pg_exclusive_backup only ever writes regular files there."
+    ))
+    .hint(format!("Move \"{name}\" out of the data directory."))
+}
+
+/// The kind of what lies under `name`, without following a symlink:
+/// `None` if nothing does.
+pub fn regular_or_absent(dir: &Path, name: &str) -> Result<Option<fs::Metadata>> {
     match fs::symlink_metadata(dir.join(name)) {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Ok(m) if m.file_type().is_file() => Ok(Some(m)),
+        Ok(m) => Err(not_regular(name, kind_of(&m.file_type()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::file("stat", name, &e)),
+    }
+}
+
+/// An exclusive flock(2) on the data directory, held while backup_label
+/// and tablespace_map change together (a start publishing both, a stop
+/// claiming both), so that no other start or stop sees one changed without
+/// the other. Every holder only renames, links, removes and fsyncs while it
+/// holds it; the kernel drops it when the holder exits, however it exits.
+pub struct DirLock(File);
+
+impl DirLock {
+    pub fn acquire(dir: &Path) -> Result<DirLock> {
+        use std::os::unix::io::AsRawFd;
+        let d = File::open(dir).map_err(|e| Error::file("open", &dir.display().to_string(), &e))?;
+        loop {
+            // SAFETY: plain system call on a descriptor we own.
+            if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(DirLock(d));
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(Error::file("lock", &dir.display().to_string(), &e));
+            }
+        }
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: plain system call; closing the descriptor would drop the
+        // lock as well, this only makes it explicit.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
 }
 
@@ -109,27 +186,74 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 
 /// Creates `name` with `content` unless it already exists, atomically and
 /// durably.
+#[cfg(test)]
 pub fn publish_exclusive(dir: &Path, name: &str, content: &[u8]) -> Result<Published> {
-    let tmp = write_tmp(dir, name, content)?;
-    let linked = fs::hard_link(&tmp, dir.join(name));
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Published::AlreadyExists),
-        Err(e) => return Err(Error::file("link", name, &e)),
+    Prepared::write(dir, name, content)?.publish_exclusive()
+}
+
+/// Content written and fsynced under a private temporary name, ready to be
+/// put in place by a link or rename that cannot run out of space or leave
+/// half a file. The temporary file is removed when this is dropped.
+pub struct Prepared {
+    dir: PathBuf,
+    name: String,
+    tmp: PathBuf,
+}
+
+impl Prepared {
+    pub fn write(dir: &Path, name: &str, content: &[u8]) -> Result<Prepared> {
+        let tmp = write_tmp(dir, name, content)?;
+        Ok(Prepared {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            tmp,
+        })
     }
+
+    /// Links the content in as `name` unless `name` exists.
+    pub fn publish_exclusive(self) -> Result<Published> {
+        match fs::hard_link(&self.tmp, self.dir.join(&self.name)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Published::AlreadyExists),
+            Err(e) => return Err(Error::file("link", &self.name, &e)),
+        }
+        fsync_dir(&self.dir)?;
+        Ok(Published::Created)
+    }
+
+    /// Renames the content in as `name`, replacing whatever file is there.
+    pub fn replace(self) -> Result<()> {
+        fs::rename(&self.tmp, self.dir.join(&self.name)).map_err(|e| Error::file("rename", &self.name, &e))?;
+        fsync_dir(&self.dir)
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // Gone already after a successful replace; after a link, the name
+        // in place keeps the content.
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+/// Moves `from` back to `to` unless `to` exists (link, then unlink), so
+/// that putting a file back can never overwrite a newer one. Returns
+/// whether it was put back.
+pub fn put_back(dir: &Path, from: &str, to: &str) -> Result<bool> {
+    match fs::hard_link(dir.join(from), dir.join(to)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(Error::file("link", to, &e)),
+    }
+    let _ = fs::remove_file(dir.join(from));
     fsync_dir(dir)?;
-    Ok(Published::Created)
+    Ok(true)
 }
 
 /// Creates or replaces `name` with `content`, atomically and durably.
+#[cfg(test)]
 pub fn replace(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
-    let tmp = write_tmp(dir, name, content)?;
-    if let Err(e) = fs::rename(&tmp, dir.join(name)) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::file("rename", name, &e));
-    }
-    fsync_dir(dir)
+    Prepared::write(dir, name, content)?.replace()
 }
 
 /// Removes `name` durably. Returns whether it existed.

@@ -37,10 +37,22 @@ pub struct BackupLabel {
     pub start_time: StartTime,
     pub label: Vec<u8>,
     pub start_timeline: u32,
+    /// The exact start, in Unix seconds, from the `START EPOCH:` line that
+    /// pg_start_backup adds after the server's lines. START TIME alone
+    /// cannot say it: its zone abbreviation means whatever log_timezone
+    /// says when it is read, which may have changed since. `None` for a
+    /// label written before the line existed.
+    pub start_epoch: Option<i64>,
 }
 
+/// The key of the line pg_start_backup appends to the server's label. The
+/// server reads a label's lines by key and ignores what follows its own,
+/// and no other key starts with it.
+pub const START_EPOCH_KEY: &str = "START EPOCH";
+
 /// `START TIME:` as the server formats it: local time in the server's
-/// log_timezone followed by that zone's abbreviation ("%Y-%m-%d %H:%M:%S %Z").
+/// log_timezone followed by that zone's abbreviation ("%Y-%m-%d %H:%M:%S %Z"),
+/// which is whatever the zone's rules call it, up to the server's buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartTime {
     pub year: i32,
@@ -89,22 +101,44 @@ pub fn check_label_text(label: &[u8]) -> Result<(), BadLabelText> {
 }
 
 /// Turns the label text the server built in do_pg_backup_start into the one
-/// we write: same lines, but marked as an exclusive backup. The result is
+/// we write: same lines, but marked as an exclusive backup, and followed
+/// by the exact start time the worker got from the server. The result is
 /// parsed before it is returned, so a format change in a future server is
 /// caught here and not at restore time.
-pub fn exclusive_label_from_server(server_text: &[u8]) -> Result<(Vec<u8>, BackupLabel), LabelError> {
+pub fn exclusive_label_from_server(server_text: &[u8], start_epoch: i64) -> Result<(Vec<u8>, BackupLabel), LabelError> {
     let from = format!("\nBACKUP METHOD: {SERVER_METHOD}\n");
     let to = format!("\nBACKUP METHOD: {EXCLUSIVE_METHOD}\n");
     let at = find(server_text, from.as_bytes()).ok_or_else(|| LabelError {
         line: 0,
         reason: format!("the server's label has no \"BACKUP METHOD: {SERVER_METHOD}\" line"),
     })?;
-    let mut out = Vec::with_capacity(server_text.len() + to.len());
+    let mut out = Vec::with_capacity(server_text.len() + to.len() + 40);
     out.extend_from_slice(&server_text[..at]);
     out.extend_from_slice(to.as_bytes());
     out.extend_from_slice(&server_text[at + from.len()..]);
+    out.extend_from_slice(format!("{START_EPOCH_KEY}: {start_epoch}\n").as_bytes());
     let parsed = parse(&out)?;
     Ok((out, parsed))
+}
+
+/// The START TIME of a label the server built (any backup method).
+#[cfg_attr(pg16_plus, allow(dead_code))] // only the 15 API needs it
+pub fn server_start_time(text: &[u8]) -> Option<StartTime> {
+    text.split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"START TIME: "))
+        .and_then(|v| parse_start_time(v).ok())
+}
+
+/// The label as the server wrote it and reads it back: our own trailing
+/// line left out (for PostgreSQL 15's stop, which copies the text into the
+/// backup history file).
+#[cfg_attr(pg16_plus, allow(dead_code))] // only the 15 API needs it
+pub fn server_lines(content: &[u8]) -> &[u8] {
+    let key = format!("\n{START_EPOCH_KEY}: ");
+    match find(content, key.as_bytes()) {
+        Some(at) => &content[..at + 1],
+        None => content,
+    }
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -203,10 +237,32 @@ pub fn parse(content: &[u8]) -> Result<BackupLabel, LabelError> {
             reason: format!("The start timeline {start_timeline} does not match WAL file {start_wal_file}."),
         });
     }
+    let start_epoch = match lines.next() {
+        None => None,
+        Some((n, l)) => {
+            let prefix = format!("{START_EPOCH_KEY}: ");
+            let v = l.strip_prefix(prefix.as_bytes()).ok_or_else(|| LabelError {
+                line: n,
+                reason: format!("unexpected line after \"START TIMELINE:\"; only \"{START_EPOCH_KEY}:\" may follow."),
+            })?;
+            let epoch = std::str::from_utf8(v)
+                .ok()
+                .filter(|t| !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|t| t.parse::<i64>().ok())
+                .ok_or_else(|| LabelError {
+                    line: n,
+                    reason: format!(
+                        "\"{}\" is not a start time in Unix seconds.",
+                        String::from_utf8_lossy(v)
+                    ),
+                })?;
+            Some(epoch)
+        }
+    };
     if let Some((n, _)) = lines.next() {
         return Err(LabelError {
             line: n,
-            reason: "unexpected line after \"START TIMELINE:\".".into(),
+            reason: format!("unexpected line after \"{START_EPOCH_KEY}:\"."),
         });
     }
     Ok(BackupLabel {
@@ -216,6 +272,7 @@ pub fn parse(content: &[u8]) -> Result<BackupLabel, LabelError> {
         start_time,
         label,
         start_timeline,
+        start_epoch,
     })
 }
 
@@ -290,11 +347,8 @@ fn parse_start_time(v: &[u8]) -> Result<StartTime, String> {
     let (Some(hour), Some(minute), Some(second)) = (field(t[0], 2), field(t[1], 2), field(t[2], 2)) else {
         return Err(bad());
     };
-    let valid_zone = !zone.is_empty()
-        && zone.len() <= 16
-        && zone
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-');
+    // The server formats into a 128-byte buffer; what it wrote is valid.
+    let valid_zone = !zone.is_empty() && zone.len() <= 128 && zone.bytes().all(|b| b.is_ascii_graphic());
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year as i32, month)
@@ -361,8 +415,15 @@ START TIME: 2026-11-25 03:05:06 UTC\n\
 LABEL: nightly snapshot\n\
 START TIMELINE: 1\n";
 
+    /// 2026-11-25 03:05:06 UTC.
+    const EPOCH: i64 = 1_795_575_906;
+
     fn ours() -> Vec<u8> {
-        SERVER_TEXT.replace("streamed", "pg_start_backup").into_bytes()
+        format!(
+            "{}START EPOCH: {EPOCH}\n",
+            SERVER_TEXT.replace("streamed", "pg_start_backup")
+        )
+        .into_bytes()
     }
 
     fn err_of(content: &str) -> LabelError {
@@ -371,7 +432,7 @@ START TIMELINE: 1\n";
 
     #[test]
     fn converts_server_text_and_keeps_every_other_byte() {
-        let (text, label) = exclusive_label_from_server(SERVER_TEXT.as_bytes()).unwrap();
+        let (text, label) = exclusive_label_from_server(SERVER_TEXT.as_bytes(), EPOCH).unwrap();
         assert_eq!(text, ours());
         assert_eq!(label.start_lsn, 0x2000028);
         assert_eq!(label.checkpoint_lsn, 0x2000060);
@@ -380,12 +441,38 @@ START TIMELINE: 1\n";
         assert_eq!(label.start_timeline, 1);
         assert_eq!(label.start_time.zone, "UTC");
         assert_eq!((label.start_time.hour, label.start_time.second), (3, 6));
+        assert_eq!(label.start_epoch, Some(EPOCH));
+        assert_eq!(label.start_time.local_seconds(), EPOCH);
+        assert_eq!(
+            server_lines(&text),
+            SERVER_TEXT.replace("streamed", "pg_start_backup").as_bytes()
+        );
+    }
+
+    #[test]
+    fn label_without_start_epoch_is_still_read() {
+        let text = SERVER_TEXT.replace("streamed", "pg_start_backup");
+        let label = parse(text.as_bytes()).unwrap();
+        assert_eq!(label.start_epoch, None);
+        assert_eq!(server_lines(text.as_bytes()), text.as_bytes());
+    }
+
+    #[test]
+    fn any_zone_abbreviation_the_server_writes_is_read() {
+        let long = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        for zone in [long, "-03", "+0530", "<+03>"] {
+            let server = SERVER_TEXT.replace(" UTC\n", &format!(" {zone}\n"));
+            let (_, label) = exclusive_label_from_server(server.as_bytes(), EPOCH).unwrap();
+            assert_eq!(label.start_time.zone, zone);
+        }
+        let too_long = SERVER_TEXT.replace(" UTC\n", &format!(" {}\n", "Z".repeat(129)));
+        assert!(exclusive_label_from_server(too_long.as_bytes(), EPOCH).is_err());
     }
 
     #[test]
     fn server_text_without_method_line_is_refused() {
         let text = SERVER_TEXT.replace("BACKUP METHOD: streamed\n", "");
-        assert!(exclusive_label_from_server(text.as_bytes()).is_err());
+        assert!(exclusive_label_from_server(text.as_bytes(), EPOCH).is_err());
     }
 
     #[test]
@@ -436,8 +523,16 @@ START TIMELINE: 1\n";
     #[test]
     fn truncated_file_is_rejected() {
         let text = String::from_utf8(ours()).unwrap();
+        // Without its last line the label reads as one written before
+        // START EPOCH existed: complete in itself, with START TIME read in
+        // the current log_timezone. Every other cut is refused.
+        let server_only = text.find("START EPOCH").unwrap();
         for cut in 1..text.len() {
-            assert!(parse(&text.as_bytes()[..cut]).is_err(), "cut at {cut} accepted");
+            if cut == server_only {
+                assert_eq!(parse(&text.as_bytes()[..cut]).unwrap().start_epoch, None);
+            } else {
+                assert!(parse(&text.as_bytes()[..cut]).is_err(), "cut at {cut} accepted");
+            }
         }
         assert!(err_of("").to_string().contains("empty"));
         assert!(err_of(&text[..text.len() - 1]).to_string().contains("newline"));
@@ -461,8 +556,13 @@ START TIMELINE: 1\n";
     #[test]
     fn extra_and_reordered_lines_are_refused() {
         let text = String::from_utf8(ours()).unwrap();
-        assert_eq!(err_of(&format!("{text}EXTRA: 1\n")).line, 8);
-        assert_eq!(err_of(&format!("{text}\n")).line, 8);
+        assert_eq!(err_of(&format!("{text}EXTRA: 1\n")).line, 9);
+        assert_eq!(err_of(&format!("{text}\n")).line, 9);
+        let server_only = SERVER_TEXT.replace("streamed", "pg_start_backup");
+        assert_eq!(err_of(&format!("{server_only}EXTRA: 1\n")).line, 8);
+        for bad in ["", "-1", "12x", "1234567890123"] {
+            assert_eq!(err_of(&format!("{server_only}START EPOCH: {bad}\n")).line, 8, "{bad:?}");
+        }
         let swapped = text
             .replace("BACKUP FROM: primary\nSTART TIME", "START TIME")
             .replace("LABEL:", "BACKUP FROM: primary\nLABEL:");
@@ -564,7 +664,7 @@ START TIMELINE: 1\n";
         let text = SERVER_TEXT
             .replace("0/2000028", "0/02000028")
             .replace("0/2000060", "0/02000060");
-        let (ours, parsed) = exclusive_label_from_server(text.as_bytes()).unwrap();
+        let (ours, parsed) = exclusive_label_from_server(text.as_bytes(), EPOCH).unwrap();
         assert_eq!(parsed.start_lsn, 0x0200_0028);
         assert_eq!(parsed.checkpoint_lsn, 0x0200_0060);
         assert_eq!(parse(&ours), Ok(parsed));

@@ -6,9 +6,13 @@
 //! - `files`: durable, race-free file handling (pure Rust, unit-tested)
 //! - `error`: errors with their SQLSTATEs
 //! - `boundary`: the longjmp/panic boundary between Rust and the server
-//! - `server`: safe wrappers over the server calls
+//! - `server`: safe wrappers over the server calls, one module per backup
+//!   API generation (`server/pg15.rs`, `server/pg16.rs`)
 //! - `sql`: what each SQL function does
-//! - `worker`: the background worker that enters backup mode
+//! - `start`: the start protocol, both the caller's and the background
+//!   worker's side
+//! - `hooks`: delay points for race tests (empty unless built with the
+//!   `test-hooks` feature)
 //!
 //! This file holds only what the server's loader looks up by name: the
 //! magic block and one `pg_finfo_*` record plus entry point per function.
@@ -28,11 +32,13 @@ mod bindings;
 #[cfg(not(test))]
 mod boundary;
 #[cfg(not(test))]
+mod hooks;
+#[cfg(not(test))]
 mod server;
 #[cfg(not(test))]
 mod sql;
 #[cfg(not(test))]
-mod worker;
+mod start;
 
 #[cfg(not(test))]
 mod exports {
@@ -73,12 +79,12 @@ mod exports {
         sql::backup_start_time
     );
     /// The background worker that enters backup mode for pg_start_backup
-    /// (see worker.rs); the postmaster looks it up by this name.
+    /// (see start.rs); the postmaster looks it up by this name.
     #[no_mangle]
     pub extern "C" fn peb_start_backup_worker(main_arg: Datum) {
         // worker_main reports its own errors and panics; this only keeps a
         // panic in the reporting itself from unwinding into C.
-        let _ = std::panic::catch_unwind(|| crate::worker::worker_main(main_arg));
+        let _ = std::panic::catch_unwind(|| crate::start::worker_main(main_arg));
     }
 
     // Not part of the SQL script: the tests declare it by hand to prove that

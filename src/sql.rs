@@ -8,24 +8,20 @@
 //! changes the other, with interrupts held in between, and undoes its own
 //! step if the other cannot be made.
 
+use std::os::unix::fs::MetadataExt;
+
 use crate::boundary::{Datum, FunctionCallInfo, InterruptsHeld};
-use crate::error::{Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
-use crate::files::{self, data_dir, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP};
+use crate::error::{
+    already_running, not_running, Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY,
+};
+use crate::files::{self, data_dir, DirLock, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP};
+use crate::hooks;
 use crate::label::{self, BackupLabel, BadLabelText, MAX_FILE_BYTES, MAX_LABEL_BYTES};
 use crate::server;
-use crate::worker;
-use std::os::unix::fs::MetadataExt;
+use crate::start;
 
 fn recovery_error() -> Error {
     Error::new(NOT_READY, "recovery is in progress").hint("WAL control functions cannot be executed during recovery.")
-}
-
-pub(crate) fn already_running() -> Error {
-    Error::new(NOT_READY, "a backup is already in progress").hint("Run pg_stop_backup() and try again.")
-}
-
-fn not_running() -> Error {
-    Error::new(NOT_READY, "exclusive backup not in progress").hint("Did you call pg_start_backup()?")
 }
 
 /// "Not in progress", saying so when the reason is that the server
@@ -60,7 +56,7 @@ fn interrupted_by_restart() -> Option<String> {
     if file.ctime() < server::postmaster_start_unix() || dir_changed > renamed + 50_000_000 {
         return None;
     }
-    Some(String::from_utf8_lossy(&parsed.label).into_owned())
+    Some(server::text_for_message(&parsed.label))
 }
 
 fn invalid_label(err: label::LabelError) -> Error {
@@ -118,15 +114,14 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
     if server::recovery_in_progress()? {
         return Err(recovery_error());
     }
-    // Cheap early check, so a second caller does not wait for a checkpoint
-    // only to lose; the race-free check is the worker's exclusive publish.
-    if files::exists(data_dir(), BACKUP_LABEL)? {
+    // Cheap early checks, so a second caller does not wait for a checkpoint
+    // only to lose, and something odd in the way is named at once; the
+    // race-free check is the worker's exclusive link.
+    if files::regular_or_absent(data_dir(), BACKUP_LABEL)?.is_some() {
         return Err(already_running());
     }
-    if label_text.contains(&0) {
-        return Err(Error::new(INVALID_PARAMETER_VALUE, "backup label contains a NUL byte"));
-    }
-    let start_lsn = worker::start_in_worker(&label_text, fast)?;
+    files::regular_or_absent(data_dir(), TABLESPACE_MAP)?;
+    let start_lsn = start::start_in_worker(&label_text, fast)?;
     Ok(start_lsn as Datum)
 }
 
@@ -137,52 +132,78 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         return Err(recovery_error());
     }
     refuse_if_nonexclusive_backup_here()?;
-    // Validate everything before touching anything: any error up to the
-    // claim below leaves the backup running and stoppable.
-    let Some((text, parsed)) = current_label()? else {
-        return Err(not_running_here());
-    };
-    #[cfg(pg16_plus)]
-    server::start_time_unix(&parsed.start_time)?;
-
     let claimed = format!("{BACKUP_LABEL}.stopping.{}", std::process::id());
-    let held = InterruptsHeld::new();
-    let (text, parsed) = claim_label(&claimed, text, parsed)?;
-    // The label is gone from its place; the server must now leave backup
-    // mode whatever happens. do_pg_backup_stop cannot fail before it does
-    // (its only earlier checks are recovery and wal_level, settled above),
-    // and nothing between here and there checks for interrupts.
-    let _ = files::remove(data_dir(), &claimed);
-    drop(held);
-    let stop_lsn = server::stop_backup(&parsed, &text, wait_for_archive)?;
-    Ok(stop_lsn as Datum)
+    for _ in 0..3 {
+        // Prepare: everything that can fail, before anything changes. Any
+        // error up to the claim leaves the backup running and stoppable.
+        let Some((text, parsed)) = current_label()? else {
+            return Err(not_running_here());
+        };
+        let prepared = server::PreparedStop::new(&parsed, &text)?;
+        let held = InterruptsHeld::new();
+        match claim(&claimed, &text)? {
+            Claim::Changed => continue,
+            Claim::Gone => return Err(not_running().detail("Another session stopped it at the same time.")),
+            Claim::Taken => {}
+        }
+        hooks::pause("stop_claimed");
+        // The label is gone from its place; the server must now leave backup
+        // mode whatever happens. The prepared stop cannot fail before it has
+        // (its only earlier checks are recovery and wal_level, settled
+        // above), and nothing between here and there checks for interrupts.
+        drop(held);
+        let stop_lsn = prepared.run(wait_for_archive)?;
+        return Ok(stop_lsn as Datum);
+    }
+    Err(Error::new(
+        NOT_READY,
+        "could not stop the exclusive backup: backup_label kept changing",
+    )
+    .detail("Other sessions stopped and started exclusive backups while this one tried to stop one.")
+    .hint("Try again."))
 }
 
-/// Takes backup_label out of its place under a name private to this
-/// session, so that of two sessions stopping at once exactly one proceeds,
-/// and removes tablespace_map. If the map cannot be removed, the label is
-/// put back and the backup stays running.
-fn claim_label(claimed: &str, text: Vec<u8>, parsed: BackupLabel) -> Result<(Vec<u8>, BackupLabel)> {
-    if !files::rename(data_dir(), BACKUP_LABEL, claimed)? {
-        return Err(not_running().detail("Another session stopped it at the same time."));
+enum Claim {
+    Taken,
+    Gone,
+    Changed,
+}
+
+/// Puts the claimed label back in place when dropped, unless disarmed.
+struct PutBack<'a>(&'a str, bool);
+
+impl Drop for PutBack<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            let _ = files::put_back(data_dir(), self.0, BACKUP_LABEL);
+        }
     }
-    let put_back = |e: Error| {
-        let _ = files::rename(data_dir(), claimed, BACKUP_LABEL);
-        e
-    };
-    // Another session may have stopped the backup we read and started a new
-    // one in between; what we claimed is what we stop.
-    let claimed_text = files::read_optional(data_dir(), claimed, MAX_FILE_BYTES)
-        .map_err(put_back)?
-        .unwrap_or_default();
-    let (text, parsed) = if claimed_text == text {
-        (text, parsed)
-    } else {
-        let p = label::parse(&claimed_text).map_err(|e| put_back(invalid_label(e)))?;
-        (claimed_text, p)
-    };
-    files::remove(data_dir(), TABLESPACE_MAP).map_err(put_back)?;
-    Ok((text, parsed))
+}
+
+/// With the data directory locked against starts and other stops: takes
+/// backup_label out of its place if it still is `expected`, and removes
+/// tablespace_map. Of two sessions stopping at once exactly one takes it,
+/// and no start can put a new map in place between the two steps. If the
+/// map cannot be removed, the label is put back and the backup stays
+/// running.
+fn claim(claimed: &str, expected: &[u8]) -> Result<Claim> {
+    let _lock = DirLock::acquire(data_dir())?;
+    match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? {
+        None => return Ok(Claim::Gone),
+        Some(t) if t != expected => return Ok(Claim::Changed),
+        Some(_) => {}
+    }
+    hooks::pause("stop_locked");
+    let mut taken = PutBack(claimed, true);
+    if !files::rename(data_dir(), BACKUP_LABEL, claimed)? {
+        taken.1 = false;
+        return Ok(Claim::Gone);
+    }
+    hooks::may_panic("stop_renamed");
+    files::remove(data_dir(), TABLESPACE_MAP)?;
+    taken.1 = false;
+    let _ = files::remove(data_dir(), claimed);
+    Ok(Claim::Taken)
 }
 
 /// The identity of a file as far as a change of its content goes: a new
@@ -222,11 +243,7 @@ thread_local! {
 }
 
 fn label_identity() -> Result<Option<FileIdentity>> {
-    match std::fs::metadata(data_dir().join(BACKUP_LABEL)) {
-        Ok(m) => Ok(Some(FileIdentity::of(&m))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::file("stat", BACKUP_LABEL, &e)),
-    }
+    Ok(files::regular_or_absent(data_dir(), BACKUP_LABEL)?.map(|m| FileIdentity::of(&m)))
 }
 
 /// The start time of the running exclusive backup, `None` when there is
@@ -248,9 +265,12 @@ fn running_backup_start_time() -> Result<Option<i64>> {
         return Ok(None);
     };
     let verdict = match label::parse(&text) {
-        Ok(parsed) => Ok(label::timestamptz_from_unix(server::start_time_unix(
-            &parsed.start_time,
-        )?)),
+        // The exact start; a label without it (written by version 1.0) has
+        // only its START TIME, read in today's log_timezone.
+        Ok(parsed) => Ok(label::timestamptz_from_unix(match parsed.start_epoch {
+            Some(t) => t,
+            None => server::start_time_unix(&parsed.start_time)?,
+        })),
         Err(e) => Err(e),
     };
     // Remember it only if the file did not change while we read it.

@@ -105,7 +105,8 @@ fn start_in_one_session_stop_in_another() {
             "BACKUP FROM",
             "START TIME",
             "LABEL",
-            "START TIMELINE"
+            "START TIMELINE",
+            "START EPOCH"
         ],
         "{text}"
     );
@@ -469,16 +470,45 @@ fn unwritable_tablespace_map_fails_the_start_cleanly() {
     create_fpi_probe(&mut s);
     assert_no_forced_fpi(&mut s, "before");
 
-    // A non-empty directory named tablespace_map: without tablespaces the
-    // start must remove a stale map, and cannot.
+    // A non-empty directory named tablespace_map is refused at once.
     let blocker = c.path("tablespace_map");
-    fs::create_dir(&blocker).unwrap();
-    install().chown(&blocker);
-    c.write("tablespace_map/keep", b"x");
+    let block = || {
+        fs::create_dir(&blocker).unwrap();
+        install().chown(&blocker);
+        c.write("tablespace_map/keep", b"x");
+    };
+    block();
     let e = db_error(
         s.query_one("SELECT pg_start_backup('blocked', true)", &[]),
-        &SqlState::IO_ERROR,
+        &SqlState::WRONG_OBJECT_TYPE,
     );
+    assert_eq!(
+        e.message(),
+        "\"tablespace_map\" in the data directory is not a regular file"
+    );
+    assert_eq!(
+        e.detail(),
+        Some("It is a directory; pg_exclusive_backup only ever writes regular files there.")
+    );
+    assert!(!in_backup(&mut s));
+    fs::remove_dir_all(&blocker).unwrap();
+
+    // Put there while the worker is in backup mode, it makes the worker's
+    // last step fail: without tablespaces the start must remove a stale map,
+    // and cannot; the worker undoes the start.
+    set_test_pause(&c, "worker_started:1500");
+    let blocked = std::thread::scope(|scope| {
+        let starter = scope.spawn(|| {
+            let mut s = c.connect();
+            s.query_one("SELECT pg_start_backup('blocked', true)", &[]).map(|_| ())
+        });
+        wait_until("the worker's pause", Duration::from_secs(20), || {
+            c.log().contains("test pause at worker_started")
+        });
+        block();
+        starter.join().unwrap()
+    });
+    let e = db_error(blocked, &SqlState::WRONG_OBJECT_TYPE);
     assert!(
         e.message().starts_with("could not remove file \"tablespace_map\""),
         "{}",
@@ -488,15 +518,25 @@ fn unwritable_tablespace_map_fails_the_start_cleanly() {
     assert_eq!(c.names_starting_with("tablespace_map"), ["tablespace_map"]);
     assert!(!in_backup(&mut s));
     assert_no_forced_fpi(&mut s, "after a failed start without tablespaces");
+    fs::remove_dir_all(&blocker).unwrap();
 
     // With a tablespace the map cannot be renamed into place.
     let dir = c.make_dir("ts");
     s.batch_execute(&format!("CREATE TABLESPACE ts LOCATION '{}'", dir.display()))
         .unwrap();
-    let e = db_error(
-        s.query_one("SELECT pg_start_backup('blocked', true)", &[]),
-        &SqlState::IO_ERROR,
-    );
+    let log_from = c.log().len();
+    let blocked = std::thread::scope(|scope| {
+        let starter = scope.spawn(|| {
+            let mut s = c.connect();
+            s.query_one("SELECT pg_start_backup('blocked', true)", &[]).map(|_| ())
+        });
+        wait_until("the worker's pause", Duration::from_secs(20), || {
+            c.log()[log_from..].contains("test pause at worker_started")
+        });
+        block();
+        starter.join().unwrap()
+    });
+    let e = db_error(blocked, &SqlState::WRONG_OBJECT_TYPE);
     assert!(
         e.message().starts_with("could not rename file \"tablespace_map\""),
         "{}",
@@ -507,6 +547,7 @@ fn unwritable_tablespace_map_fails_the_start_cleanly() {
     assert!(!in_backup(&mut s));
     s.batch_execute("SELECT 1").unwrap();
     assert_no_forced_fpi(&mut s, "after a failed start with a tablespace");
+    set_test_pause(&c, "");
 
     // Out of the way, the same session starts and stops a backup.
     fs::remove_dir_all(&blocker).unwrap();

@@ -42,7 +42,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== build and install"
+echo "== build and install (with the test-only delay points of src/hooks.rs)"
+export PEB_TEST_HOOKS=1
 make -s USE_PGXS=1 PG_CONFIG="$PG_CONFIG"
 make -s USE_PGXS=1 PG_CONFIG="$PG_CONFIG" install >/dev/null
 

@@ -789,6 +789,23 @@ pub fn assert_forced_fpi(c: &mut Client, when: &str) {
     );
 }
 
+/// Sets the delay points of the extension's test build (src/hooks.rs) for
+/// every process of the cluster, the start worker included, and waits
+/// until the postmaster has the new value (so every process it starts from
+/// now on does).
+pub fn set_test_pause(c: &Cluster, value: &str) {
+    c.append_conf(&[&format!("pg_exclusive_backup.test_pause = '{value}'")]);
+    c.connect().batch_execute("SELECT pg_reload_conf()").unwrap();
+    wait_until("the reload", Duration::from_secs(20), || {
+        let v: Option<String> = c
+            .connect()
+            .query_one("SELECT current_setting('pg_exclusive_backup.test_pause', true)", &[])
+            .unwrap()
+            .get(0);
+        v.unwrap_or_default() == value
+    });
+}
+
 /// Whether the server was built with assertions.
 pub fn debug_assertions(c: &mut Client) -> bool {
     let v: String = c.query_one("SHOW debug_assertions", &[]).unwrap().get(0);

@@ -1,0 +1,83 @@
+//! The backup API of PostgreSQL 16 and later: a BackupState struct is the
+//! currency between start and stop.
+
+use std::ffi::{c_char, CStr};
+use std::ptr;
+
+use super::{bytes, start_time_unix, Started};
+use crate::bindings as pg;
+use crate::boundary::guarded;
+use crate::error::{Error, Result, INTERNAL_ERROR};
+use crate::label::{BackupLabel, Lsn};
+
+/// Puts the server into backup mode (checkpoint included). On error the
+/// server has already left backup mode again.
+pub fn start_backup(label: &CStr, fast: bool) -> Result<Started> {
+    let label_ptr = label.as_ptr();
+    // SAFETY: documented server API; all pointers are valid for the call,
+    // and the closure owns nothing.
+    let (state, mapfile, text) = unsafe {
+        guarded(move || {
+            let state = pg::palloc0(std::mem::size_of::<pg::BackupState>()) as *mut pg::BackupState;
+            let mapfile = pg::makeStringInfo();
+            let mut tablespaces: *mut pg::List = ptr::null_mut();
+            pg::do_pg_backup_start(label_ptr, fast, &mut tablespaces, state, mapfile);
+            let text = pg::build_backup_content(state, false) as *const c_char;
+            (state, mapfile, text)
+        })
+    }?;
+    // SAFETY: filled by the server above.
+    unsafe {
+        Ok(Started {
+            start_lsn: (*state).startpoint,
+            label_text: CStr::from_ptr(text).to_bytes().to_vec(),
+            tablespace_map: bytes((*mapfile).data, (*mapfile).len as usize),
+            start_epoch: (*state).starttime,
+        })
+    }
+}
+
+/// Everything the stop needs, built and checked before the label is
+/// claimed, so that nothing between the claim and the server call can fail.
+pub struct PreparedStop {
+    state: Box<pg::BackupState>,
+}
+
+impl PreparedStop {
+    /// Rebuilds the server's BackupState from the label file, field by
+    /// field; the whole label and the exact start time go into the history
+    /// file. Fields the label does not have (17's incremental-backup start)
+    /// stay zero, as for any full backup.
+    pub fn new(label: &BackupLabel, _label_text: &[u8]) -> Result<PreparedStop> {
+        let mut state = Box::<pg::BackupState>::default();
+        if label.label.len() >= state.name.len() {
+            return Err(Error::new(
+                INTERNAL_ERROR,
+                "label longer than the server's BackupState allows",
+            ));
+        }
+        for (dst, &src) in state.name.iter_mut().zip(label.label.iter()) {
+            *dst = src as c_char;
+        }
+        state.startpoint = label.start_lsn;
+        state.starttli = label.start_timeline;
+        state.checkpointloc = label.checkpoint_lsn;
+        state.starttime = match label.start_epoch {
+            Some(t) => t,
+            None => start_time_unix(&label.start_time)?,
+        };
+        state.started_in_recovery = false;
+        Ok(PreparedStop { state })
+    }
+
+    /// Ends the backup: the server writes the end-of-backup record and the
+    /// history file, switches WAL and, if asked, waits for archiving.
+    /// Returns the stop LSN.
+    pub fn run(mut self, wait_for_archive: bool) -> Result<Lsn> {
+        let state_ptr: *mut pg::BackupState = &mut *self.state;
+        // SAFETY: documented server API; `self.state` outlives the call and
+        // the closure owns nothing.
+        unsafe { guarded(move || pg::do_pg_backup_stop(state_ptr, wait_for_archive)) }?;
+        Ok(self.state.stoppoint)
+    }
+}
