@@ -123,6 +123,7 @@ fn generate_bindings(server_inc: &Path, out_dir: &Path) {
             .clang_arg(format!("-I{}", inc.display()))
             .clang_arg("-Icsrc")
             .clang_arg("-Wno-ignored-attributes")
+            .clang_args(test_hooks().then_some("-DPEB_TEST_HOOKS"))
             .use_core()
             .layout_tests(false)
             .derive_default(true)
@@ -209,8 +210,17 @@ fn fail_libclang() -> ! {
     fail("libclang not found (bindgen needs it); install libclang-dev (Debian/Ubuntu) or clang-devel (RHEL), or set LIBCLANG_PATH")
 }
 
+/// Whether the `test-hooks` feature is on (cargo tells build scripts so).
+fn test_hooks() -> bool {
+    env::var_os("CARGO_FEATURE_TEST_HOOKS").is_some()
+}
+
 fn compile_shim(server_inc: &Path) {
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    if test_hooks() {
+        build.define("PEB_TEST_HOOKS", None);
+    }
+    build
         .file("csrc/shim.c")
         .include(server_inc)
         .include("csrc")

@@ -271,3 +271,19 @@ peb_guc_value(const char *name)
 {
 	return GetConfigOption(name, true, false);
 }
+
+#ifdef PEB_TEST_HOOKS
+void
+peb_test_raise(void)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_RAISE_EXCEPTION),
+			 errmsg("error raised by a pg_exclusive_backup test probe")));
+}
+
+uint32
+peb_interrupt_holdoff(void)
+{
+	return InterruptHoldoffCount;
+}
+#endif

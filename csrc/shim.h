@@ -72,4 +72,10 @@ extern void peb_worker_signals(void);
 /* A GUC's current value, NULL if it is not set (test hooks only). */
 extern const char *peb_guc_value(const char *name);
 
+#ifdef PEB_TEST_HOOKS
+/* Test probes of the boundary (src/probes.rs). */
+extern void peb_test_raise(void);
+extern uint32 peb_interrupt_holdoff(void);
+#endif
+
 #endif

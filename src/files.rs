@@ -55,6 +55,11 @@ fn file_mode(dir: &Path) -> u32 {
 /// open neither follows a symlink nor waits for a FIFO's writer, and
 /// anything else under the name is an error that names it.
 pub fn read_optional(dir: &Path, name: &str, limit: usize) -> Result<Option<Vec<u8>>> {
+    // Named before opening: opening a socket fails with a less helpful
+    // error, and the descriptor's own type is checked after the open too.
+    if regular_or_absent(dir, name)?.is_none() {
+        return Ok(None);
+    }
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)

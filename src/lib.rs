@@ -33,6 +33,8 @@ mod bindings;
 mod boundary;
 #[cfg(not(test))]
 mod hooks;
+#[cfg(all(not(test), feature = "test-hooks"))]
+mod probes;
 #[cfg(not(test))]
 mod server;
 #[cfg(not(test))]
@@ -90,4 +92,18 @@ mod exports {
     // Not part of the SQL script: the tests declare it by hand to prove that
     // a panic becomes an ERROR and the backend lives on.
     sql_function!(peb_test_panic, pg_finfo_peb_test_panic, sql::test_panic);
+
+    // Probes of the test build only (src/probes.rs).
+    #[cfg(feature = "test-hooks")]
+    sql_function!(
+        peb_test_holdoff_survives_error,
+        pg_finfo_peb_test_holdoff_survives_error,
+        crate::probes::holdoff_survives_error
+    );
+    #[cfg(feature = "test-hooks")]
+    sql_function!(
+        peb_test_panic_in_guarded_call,
+        pg_finfo_peb_test_panic_in_guarded_call,
+        crate::probes::panic_in_guarded_call
+    );
 }

@@ -151,8 +151,18 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         // mode whatever happens. The prepared stop cannot fail before it has
         // (its only earlier checks are recovery and wal_level, settled
         // above), and nothing between here and there checks for interrupts.
+        if wait_for_archive {
+            // The wait for the archiver must stay cancellable; a cancel
+            // there ends the call with an error, the backup being over.
+            drop(held);
+            return Ok(prepared.run(true)? as Datum);
+        }
+        // Without the wait the stop is short (a WAL switch and the history
+        // file): held off, a cancel cannot make it report an error for a
+        // backup it has ended, and one that came in meanwhile is dropped.
+        let stop_lsn = prepared.run(false)?;
+        server::forget_query_cancel();
         drop(held);
-        let stop_lsn = prepared.run(wait_for_archive)?;
         return Ok(stop_lsn as Datum);
     }
     Err(Error::new(

@@ -349,8 +349,7 @@ fn run_caller(request: &Request) -> Result<Lsn> {
                         // A cancel or statement_timeout that arrived after
                         // the commit came too late: the backup runs, and
                         // the caller must hear so, not a cancel error.
-                        // SAFETY: plain shim call.
-                        unsafe { pg::peb_forget_query_cancel() };
+                        server::forget_query_cancel();
                     }
                     drop(held);
                     return result;

@@ -71,6 +71,13 @@ unsafe fn bytes(data: *const c_char, len: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(data as *const u8, len) }.to_vec()
 }
 
+/// Drops a query cancel or statement timeout that came in while
+/// interrupts were held, for a call that has completed what it was asked.
+pub fn forget_query_cancel() {
+    // SAFETY: plain shim call; cannot fail.
+    unsafe { pg::peb_forget_query_cancel() };
+}
+
 /// Leaves the backup mode this session's start_backup entered, without
 /// writing anything to WAL; used when the start cannot be completed.
 pub fn abort_session_backup() -> Result<()> {
