@@ -395,7 +395,7 @@ impl StartTime {
     }
 }
 
-/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01 UTC).
+/// Seconds between the Unix epoch and PostgreSQL's (2000-01-01 UTC).
 pub const POSTGRES_EPOCH_UNIX_SECONDS: i64 = 946_684_800;
 
 /// A TimestampTz from Unix seconds.

@@ -11,15 +11,13 @@
 //! on the primary.
 
 mod common;
-#[path = "proof/mod.rs"]
-mod proof;
 
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::{db_error, field, wait_until, Cluster};
+use common::proof::*;
+use common::*;
 use postgres::Client;
-use proof::*;
 
 /// A running cluster with full_page_writes = off (for the full-page-write
 /// probe), the extension, the probe table, a table "kept" and, if asked, a
@@ -52,7 +50,7 @@ struct Running {
 }
 
 fn running_backup(c: &Cluster, s: &mut Client, name: &str) -> Running {
-    start_backup(s, name, true);
+    start_backup_with(s, name, true);
     s.batch_execute(&format!("INSERT INTO kept VALUES ('during {name}')"))
         .unwrap();
     Running {
@@ -105,7 +103,7 @@ fn assert_backup_interrupted(c: &Cluster, s: &mut Client, b: &Running, log_from:
             && detail.contains("backup_label.old"),
         "DETAIL: {detail:?}"
     );
-    assert_fpi_not_forced(s, "after the restart");
+    assert_no_forced_fpi(s, "after the restart");
 
     let notes: Vec<String> = s
         .query("SELECT note FROM kept ORDER BY note", &[])
@@ -115,11 +113,11 @@ fn assert_backup_interrupted(c: &Cluster, s: &mut Client, b: &Running, log_from:
         .collect();
     assert!(notes.contains(&format!("during {}", b.label_name)), "{notes:?}");
 
-    start_backup(s, "after the restart", true);
-    assert_fpi_forced(s, "new backup after the restart");
+    start_backup_with(s, "after the restart", true);
+    assert_forced_fpi(s, "new backup after the restart");
     stop_backup(s, false);
     assert_eq!(backup_files(c).iter().filter(|n| !n.ends_with(".old")).count(), 0);
-    assert_fpi_not_forced(s, "after the new backup");
+    assert_no_forced_fpi(s, "after the new backup");
 }
 
 /// 2(a): `pg_ctl stop -m immediate` right after pg_start_backup.
@@ -228,7 +226,7 @@ fn crash_after_start_wal_recycled() {
     let e = db_error(s.query_one("SELECT pg_stop_backup()", &[]), NOT_READY);
     assert_eq!(e.message(), "exclusive backup not in progress");
     assert_eq!(e.detail(), None, "nothing was renamed by the server, so no DETAIL");
-    assert_fpi_not_forced(&mut s, "after moving backup_label away");
+    assert_no_forced_fpi(&mut s, "after moving backup_label away");
     let n: i64 = s
         .query_one("SELECT count(*) FROM kept WHERE note = 'during crashed late'", &[])
         .unwrap()
@@ -239,10 +237,10 @@ fn crash_after_start_wal_recycled() {
         .unwrap()
         .get(0);
     assert_eq!(fillers, 1000 * rounds);
-    start_backup(&mut s, "after the failed start", true);
-    assert_fpi_forced(&mut s, "new backup");
+    start_backup_with(&mut s, "after the failed start", true);
+    assert_forced_fpi(&mut s, "new backup");
     stop_backup(&mut s, false);
-    assert_fpi_not_forced(&mut s, "after the new backup");
+    assert_no_forced_fpi(&mut s, "after the new backup");
     assert_log_has_no_crash(&c);
 }
 
@@ -252,7 +250,7 @@ fn crash_after_start_wal_recycled() {
 fn backend_killed_during_backup() {
     let (c, mut s) = crash_cluster(&[], true);
     let b = running_backup(&c, &mut s, "killed backend");
-    assert_fpi_forced(&mut s, "during the backup");
+    assert_forced_fpi(&mut s, "during the backup");
     let mut idle = c.connect();
     let victim = pid_of(&mut idle);
     let from = log_len(&c);
@@ -280,7 +278,7 @@ fn backend_killed_during_backup() {
 fn shutdown_during_backup(mode: &str) {
     let (mut c, mut s) = crash_cluster(&[], true);
     let b = running_backup(&c, &mut s, &format!("{mode} shutdown"));
-    assert_fpi_forced(&mut s, "during the backup");
+    assert_forced_fpi(&mut s, "during the backup");
     // A smart shutdown waits for every session to end.
     drop(s);
     let t = Instant::now();

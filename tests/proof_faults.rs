@@ -9,17 +9,15 @@
 //! backup runs (so the check can fail), and none after each fault.
 
 mod common;
-#[path = "proof/mod.rs"]
-mod proof;
 
 use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{db_error, wait_until, Cluster};
+use common::proof::*;
+use common::*;
 use postgres::error::SqlState;
 use postgres::Client;
-use proof::*;
 
 fn fault_cluster(settings: &[&str]) -> (Cluster, Client) {
     let mut all = vec!["full_page_writes = off"];
@@ -32,11 +30,11 @@ fn fault_cluster(settings: &[&str]) -> (Cluster, Client) {
 
 /// The probe sees full-page images during a backup and none outside one.
 fn probe_works(s: &mut Client) {
-    assert_fpi_not_forced(s, "before any backup");
-    start_backup(s, "probe", true);
-    assert_fpi_forced(s, "during a backup");
+    assert_no_forced_fpi(s, "before any backup");
+    start_backup_with(s, "probe", true);
+    assert_forced_fpi(s, "during a backup");
     stop_backup(s, false);
-    assert_fpi_not_forced(s, "after a backup");
+    assert_no_forced_fpi(s, "after a backup");
 }
 
 /// No backup left behind, by any measure.
@@ -44,13 +42,13 @@ fn probe_works(s: &mut Client) {
 fn assert_no_backup(c: &Cluster, s: &mut Client, when: &str) {
     assert_eq!(backup_files(c), Vec::<String>::new(), "{when}");
     assert!(!in_backup(s), "{when}: pg_is_in_backup() is true");
-    assert_fpi_not_forced(s, when);
+    assert_no_forced_fpi(s, when);
 }
 
 /// A start and a stop still work.
 #[track_caller]
 fn backup_works(c: &Cluster, s: &mut Client, label: &str) {
-    start_backup(s, label, true);
+    start_backup_with(s, label, true);
     assert!(in_backup(s));
     stop_backup(s, false);
     assert_no_backup(c, s, &format!("after backup {label:?}"));
@@ -124,9 +122,9 @@ fn tablespace_map_cannot_be_written() {
     let spid = pid_of(&mut s);
     assert_eq!(start_workers_of(spid), Vec::<i32>::new());
     assert_eq!(start_workers_in_activity(&mut s), 0);
-    assert_fpi_not_forced(&mut s, "after the failed start");
+    assert_no_forced_fpi(&mut s, "after the failed start");
     fs::remove_dir_all(&blocker).unwrap();
-    start_backup(&mut s, "map free", true);
+    start_backup_with(&mut s, "map free", true);
     assert_eq!(
         c.read_string("tablespace_map"),
         Some(format!(
@@ -251,8 +249,8 @@ fn stop_interrupted_while_waiting_for_archive() {
     for how in [Interrupt::StatementTimeout, Interrupt::Cancel] {
         let mut victim = c.connect();
         let pid = pid_of(&mut victim);
-        start_backup(&mut victim, "never archived", true);
-        assert_fpi_forced(&mut admin, "during the backup");
+        start_backup_with(&mut victim, "never archived", true);
+        assert_forced_fpi(&mut admin, "during the backup");
         if how == Interrupt::StatementTimeout {
             victim.batch_execute("SET statement_timeout = '2s'").unwrap();
         }
@@ -298,7 +296,7 @@ fn starting_session_terminated() {
     probe_works(&mut admin);
     let mut starter = c.connect();
     let pid = pid_of(&mut starter);
-    start_backup(&mut starter, "outlives its session", true);
+    start_backup_with(&mut starter, "outlives its session", true);
     let ok: bool = admin
         .query_one("SELECT pg_terminate_backend($1)", &[&pid])
         .unwrap()
@@ -315,7 +313,7 @@ fn starting_session_terminated() {
     assert!(starter.batch_execute("SELECT 1").is_err());
     assert!(in_backup(&mut admin));
     assert!(c.exists("backup_label"));
-    assert_fpi_forced(&mut admin, "after the starting session was terminated");
+    assert_forced_fpi(&mut admin, "after the starting session was terminated");
     let mut other = c.connect();
     stop_backup(&mut other, false);
     assert_no_backup(&c, &mut admin, "after another session stopped the backup");

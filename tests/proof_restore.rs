@@ -4,15 +4,13 @@
 //! remapped through tablespace_map and its WAL fetched from the archive.
 
 mod common;
-#[path = "proof/mod.rs"]
-mod proof;
 
 use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{copy_tree, field, Cluster};
-use proof::*;
+use common::proof::*;
+use common::*;
 
 struct Variant {
     name: &'static str,
@@ -75,7 +73,7 @@ fn backup_and_restore_under_load(v: Variant) {
 
     let label = format!("proof {} under load", v.name);
     let t = Instant::now();
-    let start_lsn = start_backup(&mut s, &label, v.fast);
+    let start_lsn = start_backup_with(&mut s, &label, v.fast);
     eprintln!("[{}] pg_start_backup(fast => {}) took {:.2}s", v.name, v.fast, secs(t));
     let label_text = primary.read_string("backup_label").expect("backup_label");
     let map_text = primary.read_string("tablespace_map").expect("tablespace_map");
@@ -344,7 +342,7 @@ fn restore_target_inside_the_backup_window_cannot_be_promoted() {
     let mut s = primary.connect();
     s.batch_execute("CREATE TABLE gone AS SELECT g, repeat('g', 100) AS pad FROM generate_series(1, 1000) g")
         .unwrap();
-    let start_lsn = start_backup(&mut s, "inside the window", true);
+    let start_lsn = start_backup_with(&mut s, "inside the window", true);
     // A point inside the backup window, when "gone" still had 1000 rows.
     let target: postgres::types::PgLsn = s.query_one("SELECT pg_current_wal_insert_lsn()", &[]).unwrap().get(0);
     s.batch_execute("DELETE FROM gone").unwrap();

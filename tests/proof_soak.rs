@@ -3,13 +3,11 @@
 //! not grow a backend's memory.
 
 mod common;
-#[path = "proof/mod.rs"]
-mod proof;
 
 use std::time::{Duration, Instant, SystemTime};
 
-use common::Cluster;
-use proof::*;
+use common::proof::*;
+use common::*;
 
 const CYCLES: usize = 500;
 
@@ -30,7 +28,7 @@ fn soak_start_stop_cycles_under_load() {
     let mut last_stop = 0u64;
     for i in 0..CYCLES {
         let (starter, stopper) = if i % 2 == 0 { (&mut a, &mut b) } else { (&mut b, &mut a) };
-        let start = start_backup(starter, &format!("soak {i}"), true);
+        let start = start_backup_with(starter, &format!("soak {i}"), true);
         assert!(
             start > last_stop,
             "cycle {i}: start {start:X} not after the last stop {last_stop:X}"
@@ -86,7 +84,7 @@ fn soak_start_stop_cycles_under_load() {
 fn backend_memory_stays_flat() {
     let c = Cluster::with_extension(&[]);
     let mut admin = c.connect();
-    start_backup(&mut admin, "memory", true);
+    start_backup_with(&mut admin, "memory", true);
     let started: SystemTime = admin.query_one("SELECT pg_backup_start_time()", &[]).unwrap().get(0);
     let mut m = c.connect();
     let pid = pid_of(&mut m);

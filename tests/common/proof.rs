@@ -1,18 +1,11 @@
-//! Helpers of the "proof under fire" tests (tests/proof_*.rs), on top of the
-//! cluster harness in tests/common/mod.rs. Each proof file includes both:
-//!
-//!     mod common;
-//!     #[path = "proof/mod.rs"]
-//!     mod proof;
-//!
-//! What the harness does not offer (stopping in a given mode, a start that
-//! may fail, data checksums, pgbench load, a backup copy that leaves out
-//! pg_wal, the full-page-write probe as these tests define it) lives here.
+//! The part of the harness the "proof under fire" tests (tests/proof_*.rs)
+//! use on top of the cluster basics in mod.rs: stopping in a given mode, a
+//! start that may fail, data checksums, pgbench load, marker rows, crash
+//! log reading. A test uses both with `use common::*; use common::proof::*;`.
 #![allow(dead_code)]
 
 use std::fs::{self, File};
-use std::io;
-use std::os::unix::fs::{lchown, symlink, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -24,39 +17,13 @@ use postgres::error::SqlState;
 use postgres::types::PgLsn;
 use postgres::{Client, Config, NoTls};
 
-use crate::common::{install, parse_lsn, wait_until, Cluster};
+use super::{install, parse_lsn, wait_until, Cluster};
 
 pub const NOT_READY: &SqlState = &SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE;
 
 /// Major version of the server under test.
 pub fn major() -> u32 {
     install().major
-}
-
-/// Where the harness's Cluster writes its server log (checked in pg_ctl()).
-pub fn log_path(c: &Cluster) -> PathBuf {
-    c.root().join("server.log")
-}
-
-/// Runs pg_ctl on the cluster's data directory (as the cluster owner), with
-/// the harness's log file. `-w` and a timeout of `timeout_s` are added.
-pub fn pg_ctl(c: &Cluster, timeout_s: u32, args: &[&str]) -> Output {
-    let log = log_path(c);
-    let mut cmd = install().command("pg_ctl");
-    cmd.arg("-D")
-        .arg(c.data_dir())
-        .arg("-l")
-        .arg(log)
-        .args(["-w", "-t", &timeout_s.to_string()])
-        .args(args);
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let ours = fs::metadata(log_path(c)).map(|m| m.len()).unwrap_or(0);
-    assert!(
-        ours == 0 || !c.log().is_empty(),
-        "the harness no longer logs to {}; update tests/proof/mod.rs",
-        log_path(c).display()
-    );
-    out
 }
 
 #[track_caller]
@@ -74,7 +41,7 @@ fn assert_ok(what: &str, out: &Output, c: &Cluster) {
 /// `pg_ctl stop -m <mode>`; panics if it fails or the server is still up.
 #[track_caller]
 pub fn stop_mode(c: &Cluster, mode: &str) {
-    let out = pg_ctl(c, 60, &["stop", "-m", mode]);
+    let out = c.pg_ctl_for(60, &["stop", "-m", mode]);
     assert_ok(&format!("pg_ctl stop -m {mode}"), &out, c);
     assert!(
         !c.path("postmaster.pid").exists(),
@@ -84,7 +51,7 @@ pub fn stop_mode(c: &Cluster, mode: &str) {
 
 /// `pg_ctl start`, which may fail; returns its output.
 pub fn try_start(c: &Cluster) -> Output {
-    pg_ctl(c, 60, &["start"])
+    c.pg_ctl_for(60, &["start"])
 }
 
 /// Byte length of the server log now, to look only at what comes after.
@@ -96,26 +63,6 @@ pub fn log_len(c: &Cluster) -> usize {
 pub fn log_since(c: &Cluster, from: usize) -> String {
     let log = c.log();
     log[from.min(log.len())..].to_string()
-}
-
-/// Fails if `log` shows an assertion failure, a PANIC or a process killed
-/// by a signal (other than the patterns in `allowed`, for a test that kills
-/// a process itself).
-#[track_caller]
-pub fn assert_no_crash(log: &str, allowed: &[&str]) {
-    for line in log.lines() {
-        for bad in ["TRAP:", "PANIC", "terminated by signal"] {
-            if line.contains(bad) && !allowed.iter().any(|a| line.contains(a)) {
-                panic!("server log shows {bad:?}:\n{line}\n--- full log ---\n{log}");
-            }
-        }
-    }
-}
-
-/// A running server's log must show no crash at all.
-#[track_caller]
-pub fn assert_log_has_no_crash(c: &Cluster) {
-    assert_no_crash(&c.log(), &[]);
 }
 
 /// Client programs (pgbench, pg_amcheck) run as the test user, straight
@@ -317,73 +264,6 @@ impl Drop for Marker {
     }
 }
 
-/// Copies a data directory as a file-level backup tool would, while the
-/// server runs: symlinks stay symlinks, files that vanish are skipped,
-/// postmaster.pid/.opts and the contents of pg_wal are left out.
-/// `pause_per_file` stretches the copy so that the load keeps writing while
-/// it runs. Returns the number of files copied.
-pub fn copy_for_backup(from: &Path, to: &Path, pause_per_file: Duration) -> usize {
-    fn walk(from: &Path, to: &Path, top: bool, in_wal: bool, pause: Duration, n: &mut usize) {
-        let meta = match fs::metadata(from) {
-            Ok(m) => m,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) => panic!("stat {}: {e}", from.display()),
-        };
-        fs::create_dir(to).unwrap_or_else(|e| panic!("mkdir {}: {e}", to.display()));
-        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777)).unwrap();
-        install().chown(to);
-        let entries = match fs::read_dir(from) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-            Err(e) => panic!("read_dir {}: {e}", from.display()),
-        };
-        for entry in entries {
-            let entry = entry.unwrap();
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if top && (name == "postmaster.pid" || name == "postmaster.opts") {
-                continue;
-            }
-            let src = entry.path();
-            let dst = to.join(&*name);
-            let m = match fs::symlink_metadata(&src) {
-                Ok(m) => m,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => panic!("stat {}: {e}", src.display()),
-            };
-            if m.file_type().is_symlink() {
-                symlink(fs::read_link(&src).unwrap(), &dst).unwrap();
-                lchown_owner(&dst);
-            } else if m.is_dir() {
-                let wal = top && name == "pg_wal";
-                walk(&src, &dst, false, in_wal || wal, pause, n);
-            } else if !in_wal {
-                match fs::copy(&src, &dst) {
-                    Ok(_) => {
-                        install().chown(&dst);
-                        *n += 1;
-                        if m.len() > 0 && !pause.is_zero() {
-                            thread::sleep(pause);
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => panic!("copy {}: {e}", src.display()),
-                }
-            }
-        }
-    }
-    let mut n = 0;
-    walk(from, to, true, false, pause_per_file, &mut n);
-    n
-}
-
-fn lchown_owner(p: &Path) {
-    let inst = install();
-    if inst.as_root {
-        lchown(p, Some(inst.uid), Some(inst.gid)).unwrap();
-    }
-}
-
 /// A directory beside the cluster's data directory, owned by the server
 /// user (the harness's make_dir).
 pub fn dir_of(c: &Cluster, name: &str) -> PathBuf {
@@ -415,28 +295,6 @@ pub fn connect_retry(c: &Cluster, timeout: Duration) -> Client {
 
 pub fn pid_of(c: &mut Client) -> i32 {
     c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
-}
-
-pub fn in_backup(c: &mut Client) -> bool {
-    c.query_one("SELECT pg_is_in_backup()", &[]).unwrap().get(0)
-}
-
-/// pg_start_backup(label, fast); returns the start LSN.
-#[track_caller]
-pub fn start_backup(c: &mut Client, label: &str, fast: bool) -> u64 {
-    let row = c
-        .query_one("SELECT pg_start_backup($1, $2)", &[&label, &fast])
-        .unwrap_or_else(|e| panic!("pg_start_backup({label:?}, {fast}): {e:?}"));
-    u64::from(row.get::<_, PgLsn>(0))
-}
-
-/// pg_stop_backup(wait); returns the stop LSN.
-#[track_caller]
-pub fn stop_backup(c: &mut Client, wait: bool) -> u64 {
-    let row = c
-        .query_one("SELECT pg_stop_backup($1)", &[&wait])
-        .unwrap_or_else(|e| panic!("pg_stop_backup({wait}): {e:?}"));
-    u64::from(row.get::<_, PgLsn>(0))
 }
 
 /// The LSN of a label's "START WAL LOCATION" or "CHECKPOINT LOCATION".
@@ -499,73 +357,6 @@ pub fn start_workers_of(backend: i32) -> Vec<i32> {
             String::from_utf8_lossy(&cmd).contains(&wanted).then_some(pid)
         })
         .collect()
-}
-
-// ---------------------------------------------------------------------------
-// Full-page-write probe.
-//
-// With full_page_writes = off, the first change to a page after a
-// checkpoint writes a full-page image only while the server forces page
-// writes, that is, while a backup is running. So, right after a CHECKPOINT,
-// updating one row of a small table (whose page is ~6 kB full) writes more
-// than 4000 bytes of WAL while a backup runs and a few hundred otherwise.
-// The measurement is taken in one session; the clusters run with
-// autovacuum off and nothing else writing.
-
-pub fn create_fpi_probe(c: &mut Client) {
-    c.batch_execute(
-        "CREATE TABLE proof_fpi (id int, v int, pad text) WITH (fillfactor = 90, autovacuum_enabled = off);
-         INSERT INTO proof_fpi SELECT g, 0, repeat('p', 200) FROM generate_series(1, 25) g;",
-    )
-    .unwrap();
-    c.batch_execute("VACUUM proof_fpi").unwrap();
-}
-
-/// WAL bytes written by updating one probe row right after a checkpoint.
-///
-/// Each backend keeps its own copy of "full-page writes are forced", and
-/// refreshes it only when it writes WAL; PostgreSQL deliberately lets the
-/// first record after the copy went stale keep its full-page image. So a
-/// session that wrote WAL during a backup that another session then
-/// stopped would show one image too many (seen on 18, where data
-/// checksums make the scan's hint-bit update the first record). A tiny
-/// record without any page first brings the copy up to date; the
-/// measurement then shows the server's state.
-pub fn wal_bytes_of_one_update(c: &mut Client) -> i64 {
-    c.batch_execute("SELECT pg_logical_emit_message(false, 'proof_fpi', 'refresh')")
-        .unwrap();
-    c.batch_execute("CHECKPOINT").unwrap();
-    let before: PgLsn = c.query_one("SELECT pg_current_wal_insert_lsn()", &[]).unwrap().get(0);
-    c.execute("UPDATE proof_fpi SET v = v + 1 WHERE id = 1", &[]).unwrap();
-    let row = c
-        .query_one(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1)::int8",
-            &[&before],
-        )
-        .unwrap();
-    row.get(0)
-}
-
-/// The server forces full-page writes (a backup is running).
-#[track_caller]
-pub fn assert_fpi_forced(c: &mut Client, when: &str) {
-    let bytes = wal_bytes_of_one_update(c);
-    assert!(
-        bytes > 4000,
-        "{when}: updating one row after a checkpoint wrote only {bytes} bytes of WAL: no full-page image, \
-         so the server is not in backup mode"
-    );
-}
-
-/// The server does not force full-page writes (no backup is running).
-#[track_caller]
-pub fn assert_fpi_not_forced(c: &mut Client, when: &str) {
-    let bytes = wal_bytes_of_one_update(c);
-    assert!(
-        bytes < 2000,
-        "{when}: updating one row after a checkpoint wrote {bytes} bytes of WAL: a full-page image, \
-         so the server is still in backup mode"
-    );
 }
 
 /// "<key>:  <n> kB" of /proc/<pid>/status, in kB.
