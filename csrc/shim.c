@@ -14,6 +14,8 @@
 #include <signal.h>
 
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
+#include "access/xlogarchive.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
@@ -264,6 +266,75 @@ peb_worker_signals(void)
 	/* SIGTERM sets the flag that HOLD_INTERRUPTS can defer, not exit at once. */
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
+}
+
+bool
+peb_archiving_active(void)
+{
+	return XLogArchivingActive();
+}
+
+void
+peb_backup_wait_files(uint64 startpoint, uint64 stoppoint, uint32 tli,
+					  char *last_wal_file, char *history_file)
+{
+	XLogSegNo	segno;
+
+	XLByteToPrevSeg(stoppoint, segno, wal_segment_size);
+	XLogFileName(last_wal_file, tli, segno, wal_segment_size);
+	XLByteToSeg(startpoint, segno, wal_segment_size);
+	BackupHistoryFileName(history_file, tli, segno, startpoint, wal_segment_size);
+}
+
+bool
+peb_archive_busy(const char *file)
+{
+	return XLogArchiveIsBusy(file);
+}
+
+void
+peb_wait_for_archiver(long timeout_ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout_ms, WAIT_EVENT_BACKUP_WAIT_WAL_ARCHIVE);
+	ResetLatch(MyLatch);
+}
+
+/*
+ * The messages do_pg_backup_stop gives while it waits, word for word (and
+ * so translated by the server's own catalog), so that scripts that look
+ * for them keep working.
+ */
+void
+peb_report_archive_wait(int what, int seconds)
+{
+	switch (what)
+	{
+		case 0:
+			ereport(NOTICE,
+					(errmsg("base backup done, waiting for required WAL segments to be archived")));
+			break;
+		case 1:
+			ereport(WARNING,
+					(errmsg("still waiting for all required WAL segments to be archived (%d seconds elapsed)",
+							seconds),
+#if PG_VERSION_NUM >= 170000
+					 errhint("Check that your \"archive_command\" is executing properly.  "
+#else
+					 errhint("Check that your archive_command is executing properly.  "
+#endif
+							 "You can safely cancel this backup, "
+							 "but the database backup will not be usable without all the WAL segments.")));
+			break;
+		case 2:
+			ereport(NOTICE,
+					(errmsg("all required WAL segments have been archived")));
+			break;
+		default:
+			ereport(NOTICE,
+					(errmsg("WAL archiving is not enabled; you must ensure that all required WAL segments are copied through other means to complete the backup")));
+			break;
+	}
 }
 
 const char *

@@ -69,6 +69,20 @@ extern bool peb_register_start_worker(uint32 handle, struct BackgroundWorkerHand
 /* In the worker: SIGTERM sets the interrupt flag instead of exiting. */
 extern void peb_worker_signals(void);
 
+/*
+ * Waiting for the archiver at the end of a backup, as do_pg_backup_stop
+ * does (the loop itself is in src/archive.rs).
+ */
+extern bool peb_archiving_active(void);
+/* The last WAL file a backup needs and its history file; both MAXFNAMELEN. */
+extern void peb_backup_wait_files(uint64 startpoint, uint64 stoppoint, uint32 tli,
+								  char *last_wal_file, char *history_file);
+extern bool peb_archive_busy(const char *file);
+/* Sleeps on the latch with the server's archive-wait wait event. */
+extern void peb_wait_for_archiver(long timeout_ms);
+/* The server's own messages: 0 waiting, 1 still waiting, 2 done, 3 off. */
+extern void peb_report_archive_wait(int what, int seconds);
+
 /* A GUC's current value, NULL if it is not set (test hooks only). */
 extern const char *peb_guc_value(const char *name);
 

@@ -8,7 +8,8 @@
 //! sleeps that long, without checking for interrupts, as a slow system
 //! call would; and `pg_exclusive_backup.test_panic` names the point at
 //! which `may_panic(point)` panics (placed only where a guard must undo
-//! what came before). The start worker reads the settings from
+//! what came before); `pg_exclusive_backup.test_archive_clock_scale` makes
+//! the clock of pg_stop_backup's archive wait run that many times faster. The start worker reads the settings from
 //! the server's configuration file (reload); a backend also from SET.
 
 #[cfg(feature = "test-hooks")]
@@ -48,6 +49,23 @@ pub fn pause(point: &str) {
         // SAFETY: plain server call that cannot fail; the closure owns nothing.
         let _ = unsafe { guarded(move || pg::pg_usleep(ms * 1000)) };
     }
+}
+
+/// How many seconds of the archive wait's clock pass per real second:
+/// `pg_exclusive_backup.test_archive_clock_scale`, 1 when unset.
+#[cfg(feature = "test-hooks")]
+pub fn archive_clock_scale() -> f64 {
+    setting(c"pg_exclusive_backup.test_archive_clock_scale")
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s >= 1.0)
+        .unwrap_or(1.0)
+}
+
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+pub fn archive_clock_scale() -> f64 {
+    1.0
 }
 
 #[cfg(not(feature = "test-hooks"))]

@@ -9,6 +9,7 @@
 //! - `server`: safe wrappers over the server calls, one module per backup
 //!   API generation (`server/pg15.rs`, `server/pg16.rs`)
 //! - `sql`: what each SQL function does
+//! - `archive`: pg_stop_backup's wait for the archiver
 //! - `start`: the start protocol, both the caller's and the background
 //!   worker's side
 //! - `hooks`: delay points for race tests (empty unless built with the
@@ -27,6 +28,8 @@ mod label;
 
 // The modules below refer to server symbols, which only the server process
 // provides; the unit-test binary is built without them.
+#[cfg(not(test))]
+mod archive;
 #[cfg(not(test))]
 mod bindings;
 #[cfg(not(test))]

@@ -10,6 +10,7 @@
 
 use std::os::unix::fs::MetadataExt;
 
+use crate::archive;
 use crate::boundary::{Datum, FunctionCallInfo, InterruptsHeld};
 use crate::error::{
     already_running, not_running, Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY,
@@ -151,18 +152,21 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         // mode whatever happens. The prepared stop cannot fail before it has
         // (its only earlier checks are recovery and wal_level, settled
         // above), and nothing between here and there checks for interrupts.
-        if wait_for_archive {
-            // The wait for the archiver must stay cancellable; a cancel
-            // there ends the call with an error, the backup being over.
+        // The server's part is short (a WAL switch and the history file):
+        // held off, a cancel cannot make it report an error for a backup it
+        // has ended.
+        let (stop_lsn, stop_tli) = prepared.run()?;
+        if !wait_for_archive {
+            // A cancel that came in meanwhile came too late.
+            server::forget_query_cancel();
             drop(held);
-            return Ok(prepared.run(true)? as Datum);
+            return Ok(stop_lsn as Datum);
         }
-        // Without the wait the stop is short (a WAL switch and the history
-        // file): held off, a cancel cannot make it report an error for a
-        // backup it has ended, and one that came in meanwhile is dropped.
-        let stop_lsn = prepared.run(false)?;
-        server::forget_query_cancel();
+        // The wait stays cancellable, as the server's own is: a cancel now
+        // (or one that came in during the stop) ends the call with an
+        // error, the backup being over.
         drop(held);
+        archive::wait_for_archive(parsed.start_lsn, stop_lsn, stop_tli)?;
         return Ok(stop_lsn as Datum);
     }
     Err(Error::new(

@@ -67,16 +67,17 @@ impl PreparedStop {
     }
 
     /// Ends the backup: the server writes the end-of-backup record and the
-    /// history file, switches WAL and, if asked, waits for archiving.
-    /// Returns the stop LSN.
-    pub fn run(self, wait_for_archive: bool) -> Result<Lsn> {
+    /// history file and switches WAL; it does not wait for archiving (see
+    /// archive.rs). Returns the stop LSN and timeline.
+    pub fn run(self) -> Result<(Lsn, u32)> {
         let text_ptr = self.text.as_ptr() as *mut c_char;
         // SAFETY: documented server API; `self.text` outlives the call and
         // the closure owns nothing.
         unsafe {
             guarded(move || {
                 let mut tli: pg::TimeLineID = 0;
-                pg::do_pg_backup_stop(text_ptr, wait_for_archive, &mut tli)
+                let lsn = pg::do_pg_backup_stop(text_ptr, false, &mut tli);
+                (lsn, tli)
             })
         }
     }

@@ -71,13 +71,13 @@ impl PreparedStop {
     }
 
     /// Ends the backup: the server writes the end-of-backup record and the
-    /// history file, switches WAL and, if asked, waits for archiving.
-    /// Returns the stop LSN.
-    pub fn run(mut self, wait_for_archive: bool) -> Result<Lsn> {
+    /// history file and switches WAL; it does not wait for archiving (see
+    /// archive.rs). Returns the stop LSN and timeline.
+    pub fn run(mut self) -> Result<(Lsn, u32)> {
         let state_ptr: *mut pg::BackupState = &mut *self.state;
         // SAFETY: documented server API; `self.state` outlives the call and
         // the closure owns nothing.
-        unsafe { guarded(move || pg::do_pg_backup_stop(state_ptr, wait_for_archive)) }?;
-        Ok(self.state.stoppoint)
+        unsafe { guarded(move || pg::do_pg_backup_stop(state_ptr, false)) }?;
+        Ok((self.state.stoppoint, self.state.stoptli))
     }
 }
