@@ -2,7 +2,7 @@
 """Benchmark of pg_exclusive_backup against the server's own backup API.
 
     [PG_CONFIG=/path/to/pg_config] bench/run.py [--quick] [--no-install]
-                                               [--sections cycle,cheap,mem,build]
+                                               [--sections cycle,cheap,mem,archive,build]
 
 Starts its own throwaway cluster (stopped and removed at the end, also on
 failure or Ctrl-C), then measures
@@ -28,7 +28,14 @@ failure or Ctrl-C), then measures
             of pg_backend_memory_contexts.total_bytes before and after; the
             time per call, the system calls per call (strace -c) and a CPU
             profile by library (perf record).
-  4. build  clean `make USE_PGXS=1` of a fresh git clone of this repository
+  4. archive  pg_stop_backup(true) with archiving on, against the server's
+            pg_backup_start + pg_backup_stop(true), side by side (AB BA ...)
+            on a cluster of its own, once with archive_command a plain cp
+            and once with one that sleeps 0.3 s first: the stop's latency,
+            the archiver's own time for the two files (from the stop call
+            to the later .done in archive_status, the physical limit), and
+            how long after that each stop returned.
+  5. build  clean `make USE_PGXS=1` of a fresh git clone of this repository
             (HEAD, in a temp dir; the cargo registry cache is whatever this
             machine has, normally warm), the size of the stripped .so, and
             which code its symbols come from.
@@ -64,9 +71,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PG_CONFIG = os.environ.get("PG_CONFIG", "/usr/lib/postgresql/15/bin/pg_config")
 
 FULL = dict(cycle_rounds=15, idle_rounds=10, write_secs=1, trace_cycles=3, file_reps=30,
-            cheap_rounds=8, cheap_secs=2, mem_reps=3, mem_calls=200000, build_reps=3)
+            cheap_rounds=8, cheap_secs=2, mem_reps=3, mem_calls=200000, build_reps=3, archive_rounds=8)
 QUICK = dict(cycle_rounds=5, idle_rounds=5, write_secs=1, trace_cycles=1, file_reps=20,
-             cheap_rounds=2, cheap_secs=1, mem_reps=1, mem_calls=200000, build_reps=1)
+             cheap_rounds=2, cheap_secs=1, mem_reps=1, mem_calls=200000, build_reps=1, archive_rounds=3)
 
 CHILDREN = []  # Popen objects started by us, killed on the way out
 
@@ -99,8 +106,9 @@ def mmm(v, digits=2, scale=1.0):
 # ------------------------------------------------------------------- cluster
 
 class Cluster:
-    def __init__(self, bindir):
+    def __init__(self, bindir, extra_conf=""):
         self.bindir = bindir
+        self.extra_conf = extra_conf
         self.tmp = tempfile.mkdtemp(prefix="peb-bench.")
         os.chmod(self.tmp, 0o755)
         self.as_server = []
@@ -126,7 +134,7 @@ class Cluster:
             f.write(f"\n# peb bench\nport = {self.port}\nunix_socket_directories = '{self.tmp}'\n"
                     "listen_addresses = ''\nlog_checkpoints = on\n"
                     # No background work that would land in some rounds only.
-                    "autovacuum = off\n")
+                    "autovacuum = off\n" + self.extra_conf)
         self.started = True
         run(self.as_server + [self.bin("pg_ctl"), "-D", self.data, "-w", "-l", self.logfile, "start"], timeout=60)
 
@@ -701,7 +709,84 @@ def bench_mem(cl, cfg, rows, notes):
     ctl.close()
 
 
-# ------------------------------------------------------------------- 4. build
+# ----------------------------------------------------------------- 4. archive
+
+def bench_archive(bindir, cfg, rows, notes):
+    log("4. stop with archiving")
+    for name, prefix in (("plain cp", ""), ("sleep 0.3 + cp", "sleep 0.3 && ")):
+        cl = Cluster(bindir)
+        arch = os.path.join(cl.tmp, "archive")
+        cl.extra_conf = f"archive_mode = on\narchive_command = '{prefix}cp %p {arch}/%f'\n"
+        os.mkdir(arch)
+        if cl.as_server:
+            pw = pwd.getpwnam("postgres")
+            os.chown(arch, pw.pw_uid, pw.pw_gid)
+        try:
+            cl.start()
+            c = cl.conn("postgres")
+            c.query("CREATE DATABASE excl")
+            c.close()
+            a = cl.conn("excl")
+            a.query("CREATE EXTENSION pg_exclusive_backup")
+            b = cl.conn("postgres")
+            status = os.path.join(cl.data, "pg_wal", "archive_status")
+
+            def files(conn, start, stop):
+                last = conn.value(f"SELECT pg_walfile_name('{stop}'::pg_lsn - 1)")
+                f, off = conn.query(f"SELECT file_name, file_offset FROM pg_walfile_name_offset('{start}')")[0]
+                return last, f"{f}.{int(off):08X}.backup"
+
+            def done_ns(name):
+                return os.stat(os.path.join(status, name + ".done")).st_ctime_ns
+
+            lat = {"A": [], "B": []}
+            limit = {"A": [], "B": []}
+            after = {"A": [], "B": []}
+            ratio = []
+            for r in range(cfg["archive_rounds"] + 1):
+                this = {}
+                for who in ("AB" if r % 2 == 0 else "BA"):
+                    conn = a if who == "A" else b
+                    if who == "A":
+                        start = conn.value("SELECT pg_start_backup('peb-bench-archive', true)")
+                        t0, w0 = time.perf_counter(), time.time_ns()
+                        stop = conn.value("SELECT pg_stop_backup(true)")
+                    else:
+                        start = conn.value("SELECT pg_backup_start('peb-bench-archive', true)")
+                        t0, w0 = time.perf_counter(), time.time_ns()
+                        stop = conn.value("SELECT lsn FROM pg_backup_stop(true)")
+                    t1, w1 = time.perf_counter(), time.time_ns()
+                    last, hist = files(conn, start, stop)
+                    done = max(done_ns(last), done_ns(hist))
+                    if r == 0:
+                        continue  # warm-up round
+                    this[who] = (t1 - t0) * 1000
+                    lat[who].append(this[who])
+                    limit[who].append((done - w0) / 1e6)
+                    after[who].append((w1 - done) / 1e6)
+                if r > 0:
+                    ratio.append(this["A"] / this["B"])
+            n = cfg["archive_rounds"]
+            rows.append(("4", f"stop with archiving ({name}): pg_stop_backup(true) A / pg_backup_stop(true) B, ms",
+                         f"{mmm(lat['A'])} / {mmm(lat['B'])}", n, "", ""))
+            target = "≤ 0.2" if prefix == "" else ""
+            met = ("yes" if med(ratio) <= 0.2 else "NO") if prefix == "" else ""
+            rows.append(("4", f"  **ratio A/B per round ({name})**", mmm(ratio, 3), n, target, met))
+            rows.append(("4", f"  archiver's own time for the two files, during A / B, ms (the limit)",
+                         f"{mmm(limit['A'])} / {mmm(limit['B'])}", n, "", ""))
+            rows.append(("4", f"  stop returned after the archiver finished, A / B, ms",
+                         f"{mmm(after['A'])} / {mmm(after['B'])}", n, "≤ 20 (A)" if prefix else "",
+                         ("yes" if med(after["A"]) <= 20 else "NO") if prefix else ""))
+            a.close()
+            b.close()
+        finally:
+            cl.stop()
+            cl.remove()
+    notes.append("4: archive_command copies into a directory beside the cluster; fsync on; the archiver "
+                 "wakes at once when a segment is ready, so the two files' own time is the limit")
+
+
+# ------------------------------------------------------------------- 5. build
 
 def so_breakdown(so):
     """Bytes of code+data symbols of the unstripped library, by origin."""
@@ -725,7 +810,7 @@ def so_breakdown(so):
 
 
 def bench_build(cfg, rows, notes, pg_config):
-    log("4. build")
+    log("5. build")
     times, sizes, unstripped = [], [], []
     head = run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]).stdout.strip()
     dirty = run(["git", "-C", REPO, "status", "--porcelain", "--", "src", "csrc", "build.rs", "Cargo.toml",
@@ -769,15 +854,15 @@ def bench_build(cfg, rows, notes, pg_config):
         finally:
             shutil.rmtree(d, ignore_errors=True)
     n = cfg["build_reps"]
-    rows.append(("4", f"clean `make USE_PGXS=1` of a fresh clone of HEAD {head}, wall s", mmm(times, 1), n,
+    rows.append(("5", f"clean `make USE_PGXS=1` of a fresh clone of HEAD {head}, wall s", mmm(times, 1), n,
                  "≤ 20 s", "yes" if med(times) <= 20 else "NO"))
     kb = [s / 1000 for s in sizes]
-    rows.append(("4", "stripped .so size, kB (1000 B) / KiB",
+    rows.append(("5", "stripped .so size, kB (1000 B) / KiB",
                  f"{mmm(kb, 1)} / {med(sizes) / 1024:.1f} KiB ({med(sizes)} B)", n, "≤ 300 KB",
                  "yes" if med(sizes) <= 300 * 1000 else ("NO" if med(sizes) > 300 * 1024 else "yes (KiB) / NO (kB)")))
-    rows.append(("4", "unstripped .so size, kB", mmm([s / 1000 for s in unstripped], 1), n, "", ""))
+    rows.append(("5", "unstripped .so size, kB", mmm([s / 1000 for s in unstripped], 1), n, "", ""))
     for label, size in sorted(groups.items(), key=lambda kv: -kv[1]):
-        rows.append(("4", f"  symbols: {label}, kB", f"{size / 1000:.1f}", "", "", ""))
+        rows.append(("5", f"  symbols: {label}, kB", f"{size / 1000:.1f}", "", "", ""))
     notes.append(f"build: cargo registry cache at {reg} {'present (warm)' if os.path.isdir(reg) else 'absent'}; "
                  f"cargo ran with CARGO_NET_OFFLINE={os.environ.get('CARGO_NET_OFFLINE', '1')}; "
                  f"target dir inside the clone, so nothing of the repository's target/ is reused.")
@@ -843,7 +928,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="about 1 minute instead of about 3.5")
     ap.add_argument("--no-install", action="store_true",
                     help="do not build and install the extension first; use what is installed")
-    ap.add_argument("--sections", default="cycle,cheap,mem,build")
+    ap.add_argument("--sections", default="cycle,cheap,mem,archive,build")
     args = ap.parse_args()
     cfg = QUICK if args.quick else FULL
     sections = set(args.sections.split(","))
@@ -860,7 +945,7 @@ def main():
     version = run([pg_config, "--version"]).stdout.strip()
     rows, notes = [], []
 
-    if not args.no_install and sections & {"cycle", "cheap", "mem"}:
+    if not args.no_install and sections & {"cycle", "cheap", "mem", "archive"}:
         log("building and installing the extension into " + version)
         env = dict(os.environ)
         if os.path.isdir(os.path.expanduser("~/.cargo/bin")):
@@ -901,6 +986,8 @@ def main():
         if cl:
             cl.stop()
             cl.remove()
+    if "archive" in sections:
+        bench_archive(bindir, cfg, rows, notes)
     if "build" in sections:
         bench_build(cfg, rows, notes, pg_config)
 
