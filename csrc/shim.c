@@ -42,10 +42,11 @@ peb_magic_data(void)
 }
 
 /*
- * Where caught errors are copied: created with a block large enough for
- * any ordinary error, kept across resets, so that the copy in PG_CATCH
- * does not need to allocate (an error raised inside PG_CATCH would longjmp
- * past the Rust frames above).
+ * Where caught errors are copied: created with a first block of 32 kB that
+ * is kept across resets, so that copying an ordinary error in PG_CATCH
+ * needs no new allocation (an error raised inside PG_CATCH would longjmp
+ * past the Rust frames above). An error larger than that, or one caught
+ * before the context exists, still allocates.
  */
 static MemoryContext peb_error_copies = NULL;
 
@@ -73,8 +74,8 @@ peb_try(void (*fn) (void *), void *arg)
 		 */
 		InterruptHoldoffCount = saved_holdoff;
 		QueryCancelHoldoffCount = saved_cancel_holdoff;
-		/* peb_error_copies exists: creating it is the first thing tried. */
-		MemoryContextSwitchTo(peb_error_copies);
+		/* NULL only if creating it failed: that is the error caught. */
+		MemoryContextSwitchTo(peb_error_copies ? peb_error_copies : caller_context);
 		caught = CopyErrorData();
 		FlushErrorState();
 		MemoryContextSwitchTo(caller_context);

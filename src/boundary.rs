@@ -10,8 +10,8 @@
 //!    It runs the call under PG_TRY in the C shim (`peb_try`). If the server
 //!    raises an ERROR, the shim puts back the interrupt holdoff counts that
 //!    errfinish() zeroed, copies the error into a memory context set aside
-//!    for that (so the copy does not have to allocate), clears the error
-//!    state and returns the copy; `guarded` hands it back as
+//!    for that (whose kept first block holds an ordinary error without a
+//!    new allocation), clears the error state and returns the copy; `guarded` hands it back as
 //!    `Err(Error::Server)`, and ordinary Rust control flow (with its
 //!    destructors) carries it out. A longjmp can cross only the trampoline
 //!    and the closure given to `guarded`; `guarded` is an `unsafe fn` whose

@@ -123,26 +123,67 @@ pub fn regular_or_absent(dir: &Path, name: &str) -> Result<Option<fs::Metadata>>
     }
 }
 
-/// An exclusive flock(2) on the data directory, held while backup_label
-/// and tablespace_map change together (a start publishing both, a stop
-/// claiming both), so that no other start or stop sees one changed without
-/// the other. Every holder only renames, links, removes and fsyncs while it
-/// holds it; the kernel drops it when the holder exits, however it exits.
+/// The file whose flock(2) serialises the changes of backup_label and
+/// tablespace_map. A file of our own, not the data directory itself, so
+/// that a script's `flock $PGDATA ...` cannot block us.
+pub const LOCK_FILE: &str = "pg_exclusive_backup.lock";
+
+/// An exclusive flock(2) on [`LOCK_FILE`], held while backup_label and
+/// tablespace_map change together (a start putting both in place, a stop
+/// taking both away), so that no other start or stop sees one changed
+/// without the other. Holders only read the label, rename, link, remove
+/// and fsync while they hold it; the kernel drops it when the holder
+/// exits, however it exits.
 pub struct DirLock(File);
 
 impl DirLock {
-    pub fn acquire(dir: &Path) -> Result<DirLock> {
-        use std::os::unix::io::AsRawFd;
-        let d = File::open(dir).map_err(|e| Error::file("open", &dir.display().to_string(), &e))?;
+    /// Takes the lock, calling `between` (which waits a moment and may
+    /// return an error, e.g. for a cancel) while another holder has it, for
+    /// at most `limit`.
+    pub fn acquire(dir: &Path, limit: std::time::Duration, between: &mut dyn FnMut() -> Result<()>) -> Result<DirLock> {
+        let began = std::time::Instant::now();
         loop {
-            // SAFETY: plain system call on a descriptor we own.
-            if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(DirLock(d));
+            if let Some(lock) = DirLock::try_acquire(dir)? {
+                return Ok(lock);
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(Error::file("lock", &dir.display().to_string(), &e));
+            if began.elapsed() > limit {
+                return Err(Error::new(
+                    crate::error::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("could not lock \"{LOCK_FILE}\" within {} seconds", limit.as_secs()),
+                )
+                .detail("Another pg_start_backup or pg_stop_backup held it all that time.")
+                .hint("Try again; if it persists, look for a process holding the file open."));
             }
+            between()?;
+        }
+    }
+
+    fn try_acquire(dir: &Path) -> Result<Option<DirLock>> {
+        use std::os::unix::io::AsRawFd;
+        let f = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(file_mode(dir))
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(dir.join(LOCK_FILE))
+        {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular(LOCK_FILE, "a symbolic link")),
+            Err(e) => return Err(Error::file("open", LOCK_FILE, &e)),
+        };
+        let meta = f.metadata().map_err(|e| Error::file("stat", LOCK_FILE, &e))?;
+        if !meta.file_type().is_file() {
+            return Err(not_regular(LOCK_FILE, kind_of(&meta.file_type())));
+        }
+        // SAFETY: plain system call on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(DirLock(f)));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => Ok(None),
+            _ => Err(Error::file("lock", LOCK_FILE, &e)),
         }
     }
 }
@@ -183,10 +224,14 @@ fn write_tmp(dir: &Path, name: &str, content: &[u8]) -> Result<PathBuf> {
     }
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::file("fsync", &dir.display().to_string(), &e))
+/// Makes the directory's entries durable. As the server does, EBADF and
+/// EINVAL are taken to mean the file system cannot fsync a directory.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EBADF) | Some(libc::EINVAL)) => Ok(()),
+        Err(e) => Err(Error::file("fsync", &dir.display().to_string(), &e)),
+    }
 }
 
 /// Creates `name` with `content` unless it already exists, atomically and
@@ -215,15 +260,26 @@ impl Prepared {
         })
     }
 
-    /// Links the content in as `name` unless `name` exists.
+    /// Links the content in as `name` unless `name` exists, and makes that
+    /// durable.
+    #[cfg(test)]
     pub fn publish_exclusive(self) -> Result<Published> {
-        match fs::hard_link(&self.tmp, self.dir.join(&self.name)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Published::AlreadyExists),
-            Err(e) => return Err(Error::file("link", &self.name, &e)),
+        let dir = self.dir.clone();
+        let linked = self.link_exclusive()?;
+        if linked == Published::Created {
+            fsync_dir(&dir)?;
         }
-        fsync_dir(&self.dir)?;
-        Ok(Published::Created)
+        Ok(linked)
+    }
+
+    /// Links the content in as `name` unless `name` exists; the caller
+    /// makes it durable with [`fsync_dir`] once it owns the name.
+    pub fn link_exclusive(self) -> Result<Published> {
+        match fs::hard_link(&self.tmp, self.dir.join(&self.name)) {
+            Ok(()) => Ok(Published::Created),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(Published::AlreadyExists),
+            Err(e) => Err(Error::file("link", &self.name, &e)),
+        }
     }
 
     /// Renames the content in as `name`, replacing whatever file is there.

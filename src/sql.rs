@@ -141,8 +141,13 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
             return Err(not_running_here());
         };
         let prepared = server::PreparedStop::new(&parsed, &text)?;
+        // Waiting for the lock stays cancellable; from the claim on, nothing
+        // may interrupt until the server has ended the backup.
+        let lock = server::lock_data_dir()?;
         let held = InterruptsHeld::new();
-        match claim(&claimed, &text)? {
+        let claimed = claim(&lock, &claimed, &text);
+        drop(lock);
+        match claimed? {
             Claim::Changed => continue,
             Claim::Gone => return Err(not_running().detail("Another session stopped it at the same time.")),
             Claim::Taken => {}
@@ -183,39 +188,58 @@ enum Claim {
     Changed,
 }
 
-/// Puts the claimed label back in place when dropped, unless disarmed.
-struct PutBack<'a>(&'a str, bool);
+/// Puts a file taken away under a private name back in place when
+/// dropped, unless disarmed.
+struct PutBack {
+    taken: String,
+    name: &'static str,
+    armed: bool,
+}
 
-impl Drop for PutBack<'_> {
+impl Drop for PutBack {
     fn drop(&mut self) {
-        if self.1 {
-            let _ = files::put_back(data_dir(), self.0, BACKUP_LABEL);
+        if self.armed {
+            let _ = files::put_back(data_dir(), &self.taken, self.name);
         }
     }
 }
 
-/// With the data directory locked against starts and other stops: takes
-/// backup_label out of its place if it still is `expected`, and removes
-/// tablespace_map. Of two sessions stopping at once exactly one takes it,
-/// and no start can put a new map in place between the two steps. If the
-/// map cannot be removed, the label is put back and the backup stays
-/// running.
-fn claim(claimed: &str, expected: &[u8]) -> Result<Claim> {
-    let _lock = DirLock::acquire(data_dir())?;
+/// With the lock held against starts and other stops: takes backup_label
+/// and tablespace_map out of their places (renamed to private names) if the
+/// label still is `expected`. Of two sessions stopping at once exactly one
+/// takes it, and no start can put a new map in place between the two
+/// steps. If either cannot be taken, both are put back and the backup
+/// stays running.
+fn claim(_lock: &DirLock, claimed: &str, expected: &[u8]) -> Result<Claim> {
     match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? {
         None => return Ok(Claim::Gone),
         Some(t) if t != expected => return Ok(Claim::Changed),
         Some(_) => {}
     }
     hooks::pause("stop_locked");
-    let mut taken = PutBack(claimed, true);
+    let mut label = PutBack {
+        taken: claimed.to_string(),
+        name: BACKUP_LABEL,
+        armed: true,
+    };
     if !files::rename(data_dir(), BACKUP_LABEL, claimed)? {
-        taken.1 = false;
+        label.armed = false;
         return Ok(Claim::Gone);
     }
     hooks::may_panic("stop_renamed");
-    files::remove(data_dir(), TABLESPACE_MAP)?;
-    taken.1 = false;
+    let claimed_map = format!("{TABLESPACE_MAP}{}", &claimed[BACKUP_LABEL.len()..]);
+    let mut map = PutBack {
+        taken: claimed_map.clone(),
+        name: TABLESPACE_MAP,
+        armed: true,
+    };
+    if !files::rename(data_dir(), TABLESPACE_MAP, &claimed_map)? {
+        map.armed = false;
+    }
+    // Taken, both: from here the stop must reach the server.
+    map.armed = false;
+    label.armed = false;
+    let _ = files::remove(data_dir(), &claimed_map);
     let _ = files::remove(data_dir(), claimed);
     Ok(Claim::Taken)
 }

@@ -30,8 +30,10 @@
 //! COMMIT does the worker put the files in place; so backup_label is never
 //! visible for a start the caller may still give up on, and the worker
 //! never has to take back a label another session could already have seen
-//! and stopped. Whatever happens, the caller is told "started" exactly when
-//! the backup runs with its label in place.
+//! and stopped. So the caller is told "started" exactly when the backup
+//! runs with its label in place. One exception: a caller terminated
+//! (pg_terminate_backend) after it committed leaves once the worker is done,
+//! without an answer, while the backup runs; pg_is_in_backup() says so.
 
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_char, c_void, CStr};
@@ -42,7 +44,7 @@ use crate::boundary::{guarded, InterruptsHeld};
 use crate::error::{
     already_running, Error, Result, ServerError, SqlState, ADMIN_SHUTDOWN, INSUFFICIENT_RESOURCES, INTERNAL_ERROR,
 };
-use crate::files::{self, data_dir, DirLock, Prepared, Published, BACKUP_LABEL, TABLESPACE_MAP};
+use crate::files::{self, data_dir, Prepared, Published, BACKUP_LABEL, TABLESPACE_MAP};
 use crate::hooks;
 use crate::label::{self, Lsn, MAX_LABEL_BYTES};
 use crate::server;
@@ -224,8 +226,10 @@ fn abandon(request: &Request) {
     }
     let worker = active.worker;
     // SAFETY: plain server calls on our worker handle; the closure owns
-    // nothing. None of them raises errors in practice; a failure just ends
-    // the wait.
+    // nothing. None of them raises errors in practice. Outside an exit
+    // callback a failure just ends the wait; inside one (proc_exit) an
+    // error would end the process there, the request being marked
+    // abandoned already, which the worker acts on by itself.
     let _ = unsafe { guarded(move || pg::TerminateBackgroundWorker(worker)) };
     for _ in 0..6000 {
         match worker_status(worker) {
@@ -381,8 +385,8 @@ fn run_caller(request: &Request) -> Result<Lsn> {
     .detail("No backup was started. The server log may say why."))
 }
 
-/// After COMMIT, with interrupts held: the worker only links and renames
-/// files now, so this wait is short.
+/// After COMMIT, with interrupts held: the worker only takes the lock (a
+/// bounded wait) and links, renames and fsyncs files now.
 fn await_publication(request: &Request, worker: *mut pg::BackgroundWorkerHandle) -> Result<Lsn> {
     loop {
         match request.outcome() {
@@ -490,7 +494,12 @@ pub fn worker_main(main_arg: pg::Datum) {
         Ok(Err(e)) => e,
         Err(payload) => Error::from_panic(payload.as_ref()),
     };
-    let (code, message, detail, hint) = error_fields(&error);
+    let (code, message, detail, mut hint) = error_fields(&error);
+    if LABEL_LEFT_IN_PLACE.with(|l| l.get()) {
+        hint = "The exclusive backup was started but could not be completed, and its backup_label stays: \
+                end it with pg_stop_backup()."
+            .into();
+    }
     fail(req, code, &message, &detail, &hint);
 }
 
@@ -579,32 +588,45 @@ fn error_fields(error: &Error) -> (i32, String, String, String) {
 }
 
 /// Leaves the backup mode this worker entered when dropped, unless
-/// disarmed: every way out of `start_here` before the label is in place
-/// (error, early return, panic) undoes the start.
+/// disarmed: every way out of `start_here` after the server's start
+/// (error, early return, panic) undoes it. It stays armed only as long as
+/// no backup_label of this start is visible; if one could not be taken
+/// back (see [`LinkedLabel`]), the backup is left running instead, label
+/// and count agreeing.
 struct InBackupMode(bool);
+
+thread_local! {
+    /// Set when a linked label could not be removed again.
+    static LABEL_LEFT_IN_PLACE: Cell<bool> = const { Cell::new(false) };
+}
 
 impl Drop for InBackupMode {
     fn drop(&mut self) {
-        if self.0 {
-            if let Err(e) = server::abort_session_backup() {
-                crate::boundary::log(&format!(
-                    "pg_exclusive_backup: could not leave backup mode after a failed start: {}",
-                    error_fields(&e).1
-                ));
-            }
+        if !self.0 || LABEL_LEFT_IN_PLACE.with(|l| l.get()) {
+            return;
+        }
+        let _held = InterruptsHeld::new();
+        if let Err(e) = server::abort_session_backup() {
+            crate::boundary::log(&format!(
+                "pg_exclusive_backup: could not leave backup mode after a failed start: {}",
+                error_fields(&e).1
+            ));
         }
     }
 }
 
 /// Removes the backup_label this worker linked into place when dropped,
-/// unless disarmed; lives only while the data directory lock is held, so
-/// nobody else can have seen the label.
+/// unless disarmed; lives only while the lock is held, so nobody else can
+/// have seen the label.
 struct LinkedLabel(bool);
 
 impl Drop for LinkedLabel {
     fn drop(&mut self) {
-        if self.0 {
-            let _ = files::remove(data_dir(), BACKUP_LABEL);
+        if self.0
+            && files::remove(data_dir(), BACKUP_LABEL).is_err()
+            && files::regular_or_absent(data_dir(), BACKUP_LABEL).map_or(true, |m| m.is_some())
+        {
+            LABEL_LEFT_IN_PLACE.with(|l| l.set(true));
         }
     }
 }
@@ -615,12 +637,13 @@ fn start_here(req: &Request) -> Result<()> {
     let label = CStr::from_bytes_until_nul(&req.label)
         .map_err(|_| Error::new(INTERNAL_ERROR, "the start request's label is not terminated"))?
         .to_owned();
-    let started = server::start_backup(&label, req.fast)?;
+    // Armed by start_backup as soon as the server has entered backup mode,
+    // before anything else in it can fail.
+    let mut mode = InBackupMode(false);
+    let started = server::start_backup(&label, req.fast, &mut mode.0)?;
     // From here until the outcome is decided, nothing may interrupt us; a
-    // terminate request is looked at explicitly below. Declared before the
-    // guard, so that the guard's undo also runs with interrupts held.
+    // terminate request is looked at explicitly below.
     let _held = InterruptsHeld::new();
-    let mut mode = InBackupMode(true);
     hooks::pause("worker_started");
     hooks::may_panic("worker_started");
     let text = label::exclusive_label_from_server(&started.label_text, started.start_epoch)
@@ -665,12 +688,15 @@ fn start_here(req: &Request) -> Result<()> {
 
     hooks::pause("worker_committed");
     {
-        let _lock = DirLock::acquire(data_dir())?;
-        if label_file.publish_exclusive()? == Published::AlreadyExists {
+        // Interrupts are held: the wait for the lock cannot be cancelled,
+        // and is bounded.
+        let _lock = server::lock_data_dir()?;
+        if label_file.link_exclusive()? == Published::AlreadyExists {
             return Err(already_running().detail("Another session started an exclusive backup at the same time."));
         }
         let mut linked = LinkedLabel(true);
         hooks::may_panic("worker_linked");
+        files::fsync_dir(data_dir())?;
         // The label is ours now, and with it the right to tablespace_map. A
         // stale map from an interrupted backup must not end up in this one.
         match map_file {

@@ -519,3 +519,35 @@ fn worker_terminated_during_the_checkpoint_is_an_admin_shutdown() {
     assert_eq!(common::proof::start_workers_of(starter_pid), Vec::<i32>::new());
     assert_quiet(&c, &mut s, "after the worker was terminated in the checkpoint");
 }
+
+/// The lock that serialises start and stop is a file of the extension's
+/// own: a script that holds `flock $PGDATA` around its calls (a common
+/// idiom) cannot block them.
+#[test]
+fn flock_on_the_data_directory_blocks_nothing() {
+    use std::os::unix::io::AsRawFd;
+    let (c, mut s) = probed_cluster(&[]);
+    let dir = std::fs::File::open(c.data_dir()).unwrap();
+    // SAFETY: plain libc call on a descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let t = Instant::now();
+    start_backup(&mut s, "under flock");
+    stop_backup(&mut s, false);
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    drop(dir);
+    assert_quiet(&c, &mut s, "after the backup");
+    // A hostile lock file is named, not followed.
+    std::fs::remove_file(c.path("pg_exclusive_backup.lock")).unwrap();
+    symlink(c.root().join("elsewhere"), c.path("pg_exclusive_backup.lock")).unwrap();
+    let e = db_error(
+        s.query_one("SELECT pg_start_backup('x', true)", &[]),
+        &SqlState::WRONG_OBJECT_TYPE,
+    );
+    assert_eq!(
+        e.message(),
+        "\"pg_exclusive_backup.lock\" in the data directory is not a regular file"
+    );
+    assert!(!c.root().join("elsewhere").exists());
+    std::fs::remove_file(c.path("pg_exclusive_backup.lock")).unwrap();
+    assert_quiet(&c, &mut s, "after the refused start");
+}

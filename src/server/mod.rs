@@ -71,6 +71,25 @@ unsafe fn bytes(data: *const c_char, len: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(data as *const u8, len) }.to_vec()
 }
 
+/// How long a start or stop waits for another's hold on the lock file.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Takes the lock that serialises the changes of backup_label and
+/// tablespace_map. While another process holds it (for a few file
+/// operations), waits on the latch in steps of a few milliseconds, checking
+/// for interrupts: a cancel ends the wait, unless interrupts are held.
+pub fn lock_data_dir() -> Result<crate::files::DirLock> {
+    crate::files::DirLock::acquire(crate::files::data_dir(), LOCK_WAIT, &mut || {
+        // SAFETY: plain shim calls; the closure owns nothing.
+        unsafe { guarded(|| pg::peb_check_for_interrupts()) }?;
+        // SAFETY: as above.
+        if unsafe { guarded(|| pg::peb_wait_latch(5, false)) }? {
+            return Err(Error::new(crate::error::ADMIN_SHUTDOWN, "the postmaster died"));
+        }
+        Ok(())
+    })
+}
+
 /// Drops a query cancel or statement timeout that came in while
 /// interrupts were held, for a call that has completed what it was asked.
 pub fn forget_query_cancel() {

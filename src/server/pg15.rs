@@ -10,22 +10,23 @@ use crate::boundary::guarded;
 use crate::error::{Error, Result, INTERNAL_ERROR};
 use crate::label::{self, BackupLabel, Lsn};
 
-/// Puts the server into backup mode (checkpoint included). On error the
-/// server has already left backup mode again.
-pub fn start_backup(label: &CStr, fast: bool) -> Result<Started> {
+/// Puts the server into backup mode (checkpoint included) and sets
+/// `entered` the moment it is: an error before that means the server has
+/// left backup mode again itself; one after it leaves that to the caller.
+pub fn start_backup(label: &CStr, fast: bool, entered: &mut bool) -> Result<Started> {
     let label_ptr = label.as_ptr();
+    // SAFETY: plain server calls; the closure owns nothing.
+    let (labelfile, mapfile) = unsafe { guarded(|| (pg::makeStringInfo(), pg::makeStringInfo())) }?;
     // SAFETY: documented server API; all pointers are valid for the call,
     // and the closure owns nothing.
-    let (lsn, labelfile, mapfile) = unsafe {
+    let lsn = unsafe {
         guarded(move || {
-            let labelfile = pg::makeStringInfo();
-            let mapfile = pg::makeStringInfo();
             let mut tli: pg::TimeLineID = 0;
             let mut tablespaces: *mut pg::List = ptr::null_mut();
-            let lsn = pg::do_pg_backup_start(label_ptr, fast, &mut tli, labelfile, &mut tablespaces, mapfile);
-            (lsn, labelfile, mapfile)
+            pg::do_pg_backup_start(label_ptr, fast, &mut tli, labelfile, &mut tablespaces, mapfile)
         })
     }?;
+    *entered = true;
     // SAFETY: both StringInfos were filled by the server.
     let (label_text, tablespace_map) = unsafe {
         (

@@ -10,22 +10,31 @@ use crate::boundary::guarded;
 use crate::error::{Error, Result, INTERNAL_ERROR};
 use crate::label::{BackupLabel, Lsn};
 
-/// Puts the server into backup mode (checkpoint included). On error the
-/// server has already left backup mode again.
-pub fn start_backup(label: &CStr, fast: bool) -> Result<Started> {
+/// Puts the server into backup mode (checkpoint included) and sets
+/// `entered` the moment it is: an error before that means the server has
+/// left backup mode again itself; one after it leaves that to the caller.
+pub fn start_backup(label: &CStr, fast: bool, entered: &mut bool) -> Result<Started> {
     let label_ptr = label.as_ptr();
-    // SAFETY: documented server API; all pointers are valid for the call,
-    // and the closure owns nothing.
-    let (state, mapfile, text) = unsafe {
-        guarded(move || {
-            let state = pg::palloc0(std::mem::size_of::<pg::BackupState>()) as *mut pg::BackupState;
-            let mapfile = pg::makeStringInfo();
-            let mut tablespaces: *mut pg::List = ptr::null_mut();
-            pg::do_pg_backup_start(label_ptr, fast, &mut tablespaces, state, mapfile);
-            let text = pg::build_backup_content(state, false) as *const c_char;
-            (state, mapfile, text)
+    // SAFETY: plain server calls; the closure owns nothing.
+    let (state, mapfile) = unsafe {
+        guarded(|| {
+            (
+                pg::palloc0(std::mem::size_of::<pg::BackupState>()) as *mut pg::BackupState,
+                pg::makeStringInfo(),
+            )
         })
     }?;
+    // SAFETY: documented server API; all pointers are valid for the call,
+    // and the closure owns nothing.
+    unsafe {
+        guarded(move || {
+            let mut tablespaces: *mut pg::List = ptr::null_mut();
+            pg::do_pg_backup_start(label_ptr, fast, &mut tablespaces, state, mapfile);
+        })
+    }?;
+    *entered = true;
+    // SAFETY: `state` was filled by the server; the closure owns nothing.
+    let text = unsafe { guarded(move || pg::build_backup_content(state, false) as *const c_char) }?;
     // SAFETY: filled by the server above.
     unsafe {
         Ok(Started {
