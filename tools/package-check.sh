@@ -327,6 +327,12 @@ apt-get install -y -qq "$deb" >"$tmp/apt.log" 2>&1 || { cat "$tmp/apt.log"; fail
 dpkg -s "$debpkg" | grep -E '^(Status|Version):'
 dpkg -V "$debpkg" || fail "the installed files are not the package's"
 dpkg -L "$debpkg" | grep -E "$ext(\.so|\.control|--.*\.sql)$"
+# The test build's probes (cargo feature test-hooks) must not be packaged.
+so=$(dpkg -L "$debpkg" | grep -E "/$ext\.so$" | head -n 1)
+if nm -D --defined-only "$so" | grep -q peb_test_holdoff_survives_error; then
+  fail "the packaged $so was built with the test-hooks feature"
+fi
+echo "no test hooks in $so"
 
 step "CREATE EXTENSION against the installed package"
 create_extension_check
