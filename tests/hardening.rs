@@ -277,12 +277,7 @@ fn non_regular_files_are_refused_at_once() {
 }
 
 fn set_log_timezone(c: &Cluster, zone: &str) {
-    c.append_conf(&[&format!("log_timezone = '{zone}'")]);
-    c.connect().batch_execute("SELECT pg_reload_conf()").unwrap();
-    wait_until("the reload", Duration::from_secs(20), || {
-        let v: String = c.connect().query_one("SHOW log_timezone", &[]).unwrap().get(0);
-        v == zone
-    });
+    reload_setting(c, "log_timezone", zone);
 }
 
 fn start_epoch_now(s: &mut Client) -> f64 {
@@ -431,16 +426,7 @@ fn boundary_survives_errors_and_panics_inside_guarded_calls() {
 fn panics_after_side_effects_are_undone() {
     let (c, mut s) = probed_cluster(&[]);
     for point in ["worker_started", "worker_linked"] {
-        c.append_conf(&[&format!("pg_exclusive_backup.test_panic = '{point}'")]);
-        s.batch_execute("SELECT pg_reload_conf()").unwrap();
-        wait_until("the reload", Duration::from_secs(20), || {
-            let v: Option<String> = c
-                .connect()
-                .query_one("SELECT current_setting('pg_exclusive_backup.test_panic', true)", &[])
-                .unwrap()
-                .get(0);
-            v.as_deref() == Some(point)
-        });
+        reload_setting(&c, "pg_exclusive_backup.test_panic", point);
         let e = db_error(
             s.query_one("SELECT pg_start_backup('panics', true)", &[]),
             &SqlState::INTERNAL_ERROR,
@@ -451,9 +437,7 @@ fn panics_after_side_effects_are_undone() {
         );
         assert_quiet(&c, &mut s, point);
     }
-    c.append_conf(&["pg_exclusive_backup.test_panic = ''"]);
-    s.batch_execute("SELECT pg_reload_conf()").unwrap();
-    thread::sleep(Duration::from_millis(500));
+    reload_setting(&c, "pg_exclusive_backup.test_panic", "");
     start_backup(&mut s, "stop panics");
     let mut stopper = c.connect();
     stopper

@@ -876,21 +876,26 @@ pub fn assert_forced_fpi(c: &mut Client, when: &str) {
     );
 }
 
-/// Sets the delay points of the extension's test build (src/hooks.rs) for
-/// every process of the cluster, the start worker included, and waits
-/// until the postmaster has the new value (so every process it starts from
-/// now on does).
-pub fn set_test_pause(c: &Cluster, value: &str) {
-    c.append_conf(&[&format!("pg_exclusive_backup.test_pause = '{value}'")]);
+/// Sets `name` to `value` in postgresql.conf, reloads, and waits until a
+/// new session sees it, that is, until the postmaster has it (so every
+/// process it starts from now on has it, the start worker included).
+pub fn reload_setting(c: &Cluster, name: &str, value: &str) {
+    c.append_conf(&[&format!("{name} = '{value}'")]);
     c.connect().batch_execute("SELECT pg_reload_conf()").unwrap();
-    wait_until("the reload", Duration::from_secs(20), || {
+    wait_until(&format!("the reload of {name}"), Duration::from_secs(20), || {
         let v: Option<String> = c
             .connect()
-            .query_one("SELECT current_setting('pg_exclusive_backup.test_pause', true)", &[])
+            .query_one("SELECT current_setting($1, true)", &[&name])
             .unwrap()
             .get(0);
         v.unwrap_or_default() == value
     });
+}
+
+/// Sets the delay points of the extension's test build (src/hooks.rs) for
+/// every process of the cluster.
+pub fn set_test_pause(c: &Cluster, value: &str) {
+    reload_setting(c, "pg_exclusive_backup.test_pause", value);
 }
 
 /// Whether the server was built with assertions.
