@@ -62,8 +62,7 @@ pub fn wait_for_archive(start: Lsn, stop: Lsn, tli: u32) -> Result<()> {
     let mut noticed = false;
     let mut next_warning = FIRST_WARNING_S;
     while busy(&last_wal)? || busy(&history)? {
-        // SAFETY: plain shim call; the closure owns nothing.
-        unsafe { guarded(|| pg::peb_check_for_interrupts()) }?;
+        crate::server::check_for_interrupts()?;
         let waited = began.elapsed().as_secs_f64() * scale;
         if !noticed && waited > NOTICE_AFTER_S as f64 {
             report(WAITING, 0)?;

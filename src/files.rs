@@ -60,8 +60,22 @@ pub fn read_optional(dir: &Path, name: &str, limit: usize) -> Result<Option<Vec<
     if regular_or_absent(dir, name)?.is_none() {
         return Ok(None);
     }
-    let file = match OpenOptions::new()
-        .read(true)
+    let Some(file) = open_regular(dir, name, OpenOptions::new().read(true))? else {
+        return Ok(None);
+    };
+    // Sized up front: one read for the content, one to see the end.
+    let mut content = Vec::with_capacity(limit + 1);
+    file.take(limit as u64 + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| Error::file("read", name, &e))?;
+    Ok(Some(content))
+}
+
+/// Opens `name` with `options`, never following a symlink nor waiting for
+/// a FIFO's writer, and only if it is a regular file (else an error naming
+/// it); `None` if it does not exist.
+fn open_regular(dir: &Path, name: &str, options: &mut OpenOptions) -> Result<Option<File>> {
+    let file = match options
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(dir.join(name))
     {
@@ -74,12 +88,7 @@ pub fn read_optional(dir: &Path, name: &str, limit: usize) -> Result<Option<Vec<
     if !meta.file_type().is_file() {
         return Err(not_regular(name, kind_of(&meta.file_type())));
     }
-    // Sized up front: one read for the content, one to see the end.
-    let mut content = Vec::with_capacity(limit + 1);
-    file.take(limit as u64 + 1)
-        .read_to_end(&mut content)
-        .map_err(|e| Error::file("read", name, &e))?;
-    Ok(Some(content))
+    Ok(Some(file))
 }
 
 fn kind_of(t: &fs::FileType) -> &'static str {
@@ -160,22 +169,16 @@ impl DirLock {
 
     fn try_acquire(dir: &Path) -> Result<Option<DirLock>> {
         use std::os::unix::io::AsRawFd;
-        let f = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(file_mode(dir))
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(dir.join(LOCK_FILE))
-        {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular(LOCK_FILE, "a symbolic link")),
-            Err(e) => return Err(Error::file("open", LOCK_FILE, &e)),
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).mode(file_mode(dir));
+        // Created if missing, so never absent.
+        let Some(f) = open_regular(dir, LOCK_FILE, &mut options)? else {
+            return Err(Error::file(
+                "open",
+                LOCK_FILE,
+                &io::Error::from(io::ErrorKind::NotFound),
+            ));
         };
-        let meta = f.metadata().map_err(|e| Error::file("stat", LOCK_FILE, &e))?;
-        if !meta.file_type().is_file() {
-            return Err(not_regular(LOCK_FILE, kind_of(&meta.file_type())));
-        }
         // SAFETY: plain system call on a descriptor we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
             return Ok(Some(DirLock(f)));
@@ -238,7 +241,11 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// durably.
 #[cfg(test)]
 pub fn publish_exclusive(dir: &Path, name: &str, content: &[u8]) -> Result<Published> {
-    Prepared::write(dir, name, content)?.publish_exclusive()
+    let linked = Prepared::write(dir, name, content)?.link_exclusive()?;
+    if linked == Published::Created {
+        fsync_dir(dir)?;
+    }
+    Ok(linked)
 }
 
 /// Content written and fsynced under a private temporary name, ready to be
@@ -258,18 +265,6 @@ impl Prepared {
             name: name.to_string(),
             tmp,
         })
-    }
-
-    /// Links the content in as `name` unless `name` exists, and makes that
-    /// durable.
-    #[cfg(test)]
-    pub fn publish_exclusive(self) -> Result<Published> {
-        let dir = self.dir.clone();
-        let linked = self.link_exclusive()?;
-        if linked == Published::Created {
-            fsync_dir(&dir)?;
-        }
-        Ok(linked)
     }
 
     /// Links the content in as `name` unless `name` exists; the caller

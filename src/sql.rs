@@ -233,10 +233,9 @@ fn claim(_lock: &DirLock, claimed: &str, expected: &[u8]) -> Result<Claim> {
         name: TABLESPACE_MAP,
         armed: true,
     };
-    if !files::rename(data_dir(), TABLESPACE_MAP, &claimed_map)? {
-        map.armed = false;
-    }
-    // Taken, both: from here the stop must reach the server.
+    files::rename(data_dir(), TABLESPACE_MAP, &claimed_map)?;
+    // Taken, both (or the label and no map): from here the stop must reach
+    // the server.
     map.armed = false;
     label.armed = false;
     let _ = files::remove(data_dir(), &claimed_map);

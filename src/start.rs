@@ -263,23 +263,6 @@ fn worker_status(worker: *mut pg::BackgroundWorkerHandle) -> Result<pg::BgwHandl
     unsafe { guarded(move || pg::GetBackgroundWorkerPid(worker, pid_ptr)) }
 }
 
-fn check_for_interrupts() -> Result<()> {
-    // SAFETY: plain shim call; the closure owns nothing.
-    unsafe { guarded(|| pg::peb_check_for_interrupts()) }
-}
-
-/// Waits on the latch; an error when the postmaster has died.
-fn wait(ms: i64, for_worker: bool) -> Result<()> {
-    // SAFETY: plain shim call; the closure owns nothing.
-    if unsafe { guarded(move || pg::peb_wait_latch(ms, for_worker)) }? {
-        return Err(Error::new(
-            ADMIN_SHUTDOWN,
-            "the postmaster died while pg_start_backup was waiting",
-        ));
-    }
-    Ok(())
-}
-
 fn launch() -> Result<()> {
     let mut waited = 0;
     loop {
@@ -316,8 +299,8 @@ fn launch() -> Result<()> {
             .detail("All background worker slots stayed in use for 10 seconds.")
             .hint("Raise max_worker_processes, or try again later."));
         }
-        wait(100, false)?;
-        check_for_interrupts()?;
+        server::wait_latch(100, false, "pg_start_backup was waiting")?;
+        server::check_for_interrupts()?;
         waited += 100;
     }
 }
@@ -336,8 +319,8 @@ fn run_caller(request: &Request) -> Result<Lsn> {
                         // case), so nothing was started: try again.
                         break;
                     }
-                    check_for_interrupts()?;
-                    wait(1000, true)?;
+                    server::check_for_interrupts()?;
+                    server::wait_latch(1000, true, "pg_start_backup was waiting")?;
                 }
                 READY => {
                     // From the commit on, this backend is bound to report
@@ -402,7 +385,7 @@ fn await_publication(request: &Request, worker: *mut pg::BackgroundWorkerHandle)
             )
             .hint("Check pg_is_in_backup(); the server log may say why."));
         }
-        wait(1000, true)?;
+        server::wait_latch(1000, true, "pg_start_backup was waiting")?;
     }
 }
 
@@ -414,7 +397,9 @@ fn failure_after_exit(request: &Request, worker: *mut pg::BackgroundWorkerHandle
             Ok(s) if s == pg::BgwHandleStatus::BGWH_STARTED || s == pg::BgwHandleStatus::BGWH_NOT_YET_STARTED => {}
             _ => break,
         }
-        if check_for_interrupts().is_err() || wait(100, true).is_err() {
+        if server::check_for_interrupts().is_err()
+            || server::wait_latch(100, true, "pg_start_backup was waiting").is_err()
+        {
             break;
         }
     }
@@ -683,7 +668,7 @@ fn start_here(req: &Request) -> Result<()> {
         if unsafe { pg::peb_proc_die_pending() } && terminated(req) {
             return Ok(());
         }
-        wait(1000, false)?;
+        server::wait_latch(1000, false, "pg_start_backup was waiting")?;
     }
 
     hooks::pause("worker_committed");

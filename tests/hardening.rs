@@ -18,14 +18,9 @@ use postgres::Client;
 
 const NOT_READY: &SqlState = &SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE;
 
-/// A running cluster with full_page_writes = off, the extension and the
-/// full-page-write probe.
-fn probed_cluster(settings: &[&str]) -> (Cluster, Client) {
-    let mut all = vec!["full_page_writes = off"];
-    all.extend_from_slice(settings);
-    let c = Cluster::with_extension(&all);
-    let mut s = c.connect();
-    create_fpi_probe(&mut s);
+/// [`common::probed_cluster`], checked: nothing forces full-page writes yet.
+fn probed(settings: &[&str]) -> (Cluster, Client) {
+    let (c, mut s) = probed_cluster(settings);
     assert_no_forced_fpi(&mut s, "before the test");
     (c, s)
 }
@@ -38,10 +33,6 @@ fn assert_quiet(c: &Cluster, s: &mut Client, when: &str) {
     assert!(!in_backup(s), "{when}: pg_is_in_backup() is true");
     assert_no_forced_fpi(s, when);
     c.assert_log_clean();
-}
-
-fn pid_of(c: &mut Client) -> i32 {
-    c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
 }
 
 /// The pid in the log line that announces a test pause at `point`.
@@ -73,7 +64,7 @@ fn paused_pid(c: &Cluster, point: &str, from: usize) -> i32 {
 /// full-page writes), and the caller hears that its start succeeded.
 #[test]
 fn cancelled_start_and_concurrent_stop_keep_the_count() {
-    let (c, mut s) = probed_cluster(&[]);
+    let (c, mut s) = probed(&[]);
     set_test_pause(&c, "worker_published:3000");
     let from = c.log().len();
     let mut starter = c.connect();
@@ -110,7 +101,7 @@ fn cancelled_start_and_concurrent_stop_keep_the_count() {
 /// is abandoned and undone.
 #[test]
 fn cancel_before_the_commit_abandons_the_start() {
-    let (c, mut s) = probed_cluster(&[]);
+    let (c, mut s) = probed(&[]);
     set_test_pause(&c, "worker_started:2000");
     let from = c.log().len();
     let mut starter = c.connect();
@@ -138,7 +129,7 @@ fn cancel_before_the_commit_abandons_the_start() {
 /// delete the new backup's tablespace_map.
 #[test]
 fn stop_leaves_a_newer_backups_tablespace_map_alone() {
-    let (c, mut s) = probed_cluster(&[]);
+    let (c, mut s) = probed(&[]);
     let dir = c.make_dir("ts");
     s.batch_execute(&format!("CREATE TABLESPACE ts LOCATION '{}'", dir.display()))
         .unwrap();
@@ -220,7 +211,7 @@ fn remove_hostile(c: &Cluster, name: &str) {
 /// naming the file, or ignores backup_label.old; none follows the symlink.
 #[test]
 fn non_regular_files_are_refused_at_once() {
-    let (c, mut s) = probed_cluster(&[]);
+    let (c, mut s) = probed(&[]);
     // A valid label, to see that the symlink is not followed.
     start_backup(&mut s, "real");
     let outside = c.root().join("outside_label");
@@ -290,7 +281,7 @@ fn start_epoch_now(s: &mut Client) -> f64 {
 /// timezone or timezone_abbreviations change after the start.
 #[test]
 fn start_time_does_not_move_with_later_settings() {
-    let (c, mut s) = probed_cluster(&["log_timezone = 'UTC'"]);
+    let (c, mut s) = probed(&["log_timezone = 'UTC'"]);
     let before: f64 = s
         .query_one("SELECT extract(epoch FROM now())::float8", &[])
         .unwrap()
@@ -315,7 +306,7 @@ fn start_time_does_not_move_with_later_settings() {
 /// which the server writes as it is, must be accepted.
 #[test]
 fn long_zone_abbreviation_is_accepted() {
-    let (c, mut s) = probed_cluster(&["log_timezone = '<ABCDEFGHIJKLMNOPQRSTUVWXYZ>-3'"]);
+    let (c, mut s) = probed(&["log_timezone = '<ABCDEFGHIJKLMNOPQRSTUVWXYZ>-3'"]);
     let now: f64 = s
         .query_one("SELECT extract(epoch FROM now())::float8", &[])
         .unwrap()
@@ -335,7 +326,7 @@ fn long_zone_abbreviation_is_accepted() {
 /// and nothing of the start is left.
 #[test]
 fn terminated_start_worker_is_an_admin_shutdown() {
-    let (c, mut s) = probed_cluster(&[]);
+    let (c, mut s) = probed(&[]);
     set_test_pause(&c, "worker_started:2000");
     let from = c.log().len();
     let mut starter = c.connect();
@@ -365,7 +356,7 @@ fn terminated_start_worker_is_an_admin_shutdown() {
 /// is valid in its encoding, escaped byte by byte where it is not.
 #[test]
 fn label_text_in_messages_follows_the_database_encoding() {
-    let (mut c, _) = probed_cluster(&[]);
+    let (mut c, _) = probed(&[]);
     c.connect()
         .batch_execute("CREATE DATABASE latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
         .unwrap();
@@ -424,7 +415,7 @@ fn boundary_survives_errors_and_panics_inside_guarded_calls() {
 /// after linking the label, in the stop after taking the label away.
 #[test]
 fn panics_after_side_effects_are_undone() {
-    let (c, mut s) = probed_cluster(&[]);
+    let (c, mut s) = probed(&[]);
     for point in ["worker_started", "worker_linked"] {
         reload_setting(&c, "pg_exclusive_backup.test_panic", point);
         let e = db_error(
@@ -464,7 +455,7 @@ fn panics_after_side_effects_are_undone() {
 /// termination, and the server's own cleanup has left backup mode.
 #[test]
 fn worker_terminated_during_the_checkpoint_is_an_admin_shutdown() {
-    let (c, mut s) = probed_cluster(&["checkpoint_timeout = 30min", "checkpoint_completion_target = 0.9"]);
+    let (c, mut s) = probed(&["checkpoint_timeout = 30min", "checkpoint_completion_target = 0.9"]);
     s.batch_execute(
         "CREATE TABLE big WITH (autovacuum_enabled = off) AS
            SELECT g AS id, 0 AS v, repeat('b', 40) AS pad FROM generate_series(1, 100000) g;
@@ -510,7 +501,7 @@ fn worker_terminated_during_the_checkpoint_is_an_admin_shutdown() {
 #[test]
 fn flock_on_the_data_directory_blocks_nothing() {
     use std::os::unix::io::AsRawFd;
-    let (c, mut s) = probed_cluster(&[]);
+    let (c, mut s) = probed(&[]);
     let dir = std::fs::File::open(c.data_dir()).unwrap();
     // SAFETY: plain libc call on a descriptor this test owns.
     assert_eq!(unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) }, 0);

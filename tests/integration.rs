@@ -18,10 +18,6 @@ use postgres::Client;
 
 const NOT_READY: &SqlState = &SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE;
 
-fn pid_of(c: &mut Client) -> i32 {
-    c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
-}
-
 fn wait_backend_gone(c: &mut Client, pid: i32) {
     wait_until("the backend to exit", Duration::from_secs(20), || {
         let n: i64 = c

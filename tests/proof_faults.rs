@@ -19,15 +19,6 @@ use common::*;
 use postgres::error::SqlState;
 use postgres::Client;
 
-fn fault_cluster(settings: &[&str]) -> (Cluster, Client) {
-    let mut all = vec!["full_page_writes = off"];
-    all.extend_from_slice(settings);
-    let c = Cluster::with_extension(&all);
-    let mut s = c.connect();
-    create_fpi_probe(&mut s);
-    (c, s)
-}
-
 /// The probe sees full-page images during a backup and none outside one.
 fn probe_works(s: &mut Client) {
     assert_no_forced_fpi(s, "before any backup");
@@ -64,7 +55,7 @@ fn session_wait_event(s: &mut Client, pid: i32) -> Option<String> {
 /// the server.
 #[test]
 fn label_cannot_be_written() {
-    let (c, mut s) = fault_cluster(&[]);
+    let (c, mut s) = probed_cluster(&[]);
     probe_works(&mut s);
     let e = {
         let _ro = ModeGuard::set(c.data_dir(), 0o500);
@@ -96,7 +87,7 @@ fn label_cannot_be_written() {
 /// name is in the way.
 #[test]
 fn tablespace_map_cannot_be_written() {
-    let (c, mut s) = fault_cluster(&[]);
+    let (c, mut s) = probed_cluster(&[]);
     let dir = dir_of(&c, "tblspc");
     s.batch_execute(&format!("CREATE TABLESPACE ts LOCATION '{}'", dir.display()))
         .unwrap();
@@ -150,7 +141,7 @@ enum Interrupt {
 /// for a slow spread checkpoint.
 #[test]
 fn start_interrupted_during_checkpoint() {
-    let (c, mut admin) = fault_cluster(&["checkpoint_timeout = 30min", "checkpoint_completion_target = 0.9"]);
+    let (c, mut admin) = probed_cluster(&["checkpoint_timeout = 30min", "checkpoint_completion_target = 0.9"]);
     admin
         .batch_execute(
             "CREATE TABLE big WITH (autovacuum_enabled = off) AS
@@ -244,7 +235,7 @@ fn start_interrupted_during_checkpoint() {
 /// that always fails.
 #[test]
 fn stop_interrupted_while_waiting_for_archive() {
-    let (c, mut admin) = fault_cluster(&["archive_mode = on", "archive_command = 'false'"]);
+    let (c, mut admin) = probed_cluster(&["archive_mode = on", "archive_command = 'false'"]);
     probe_works(&mut admin);
     for how in [Interrupt::StatementTimeout, Interrupt::Cancel] {
         let mut victim = c.connect();
@@ -292,7 +283,7 @@ fn stop_interrupted_while_waiting_for_archive() {
 /// stops it.
 #[test]
 fn starting_session_terminated() {
-    let (c, mut admin) = fault_cluster(&[]);
+    let (c, mut admin) = probed_cluster(&[]);
     probe_works(&mut admin);
     let mut starter = c.connect();
     let pid = pid_of(&mut starter);

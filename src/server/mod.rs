@@ -80,14 +80,29 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// for interrupts: a cancel ends the wait, unless interrupts are held.
 pub fn lock_data_dir() -> Result<crate::files::DirLock> {
     crate::files::DirLock::acquire(crate::files::data_dir(), LOCK_WAIT, &mut || {
-        // SAFETY: plain shim calls; the closure owns nothing.
-        unsafe { guarded(|| pg::peb_check_for_interrupts()) }?;
-        // SAFETY: as above.
-        if unsafe { guarded(|| pg::peb_wait_latch(5, false)) }? {
-            return Err(Error::new(crate::error::ADMIN_SHUTDOWN, "the postmaster died"));
-        }
-        Ok(())
+        check_for_interrupts()?;
+        wait_latch(5, false, "waiting for pg_exclusive_backup.lock")
     })
+}
+
+/// CHECK_FOR_INTERRUPTS(): a pending cancel comes back as its error (a
+/// no-op while interrupts are held).
+pub fn check_for_interrupts() -> Result<()> {
+    // SAFETY: plain shim call; the closure owns nothing.
+    unsafe { guarded(|| pg::peb_check_for_interrupts()) }
+}
+
+/// Waits on this process's latch for at most `ms`; an error naming what
+/// was going on (`while ...`) when the postmaster has died.
+pub fn wait_latch(ms: i64, for_worker: bool, while_: &str) -> Result<()> {
+    // SAFETY: plain shim call; the closure owns nothing.
+    if unsafe { guarded(move || pg::peb_wait_latch(ms, for_worker)) }? {
+        return Err(Error::new(
+            crate::error::ADMIN_SHUTDOWN,
+            format!("the postmaster died while {while_}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Drops a query cancel or statement timeout that came in while

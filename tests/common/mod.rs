@@ -823,6 +823,22 @@ pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 // The measurement is taken in one session; the clusters run with
 // autovacuum off and nothing else writing.
 
+/// A running cluster with full_page_writes = off (and `settings`), the
+/// extension, and the probe's table.
+pub fn probed_cluster(settings: &[&str]) -> (Cluster, Client) {
+    let mut all = vec!["full_page_writes = off"];
+    all.extend_from_slice(settings);
+    let c = Cluster::with_extension(&all);
+    let mut s = c.connect();
+    create_fpi_probe(&mut s);
+    (c, s)
+}
+
+/// The backend pid of a connection.
+pub fn pid_of(c: &mut Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
+}
+
 /// Creates the probe's table.
 pub fn create_fpi_probe(c: &mut Client) {
     c.batch_execute(

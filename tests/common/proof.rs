@@ -293,10 +293,6 @@ pub fn connect_retry(c: &Cluster, timeout: Duration) -> Client {
     }
 }
 
-pub fn pid_of(c: &mut Client) -> i32 {
-    c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
-}
-
 /// The LSN of a label's "START WAL LOCATION" or "CHECKPOINT LOCATION".
 pub fn label_lsn(label: &str, key: &str) -> u64 {
     let v = label
