@@ -277,6 +277,12 @@ impl Prepared {
         }
     }
 
+    /// The identity the file will have once it is in place: a link keeps
+    /// the inode and its birth time.
+    pub fn file_id(&self) -> Result<crate::state::FileId> {
+        file_id(&self.tmp).map_err(|e| Error::file("stat", &self.tmp.display().to_string(), &e))
+    }
+
     /// Renames the content in as `name`, replacing whatever file is there.
     pub fn replace(self) -> Result<()> {
         fs::rename(&self.tmp, self.dir.join(&self.name)).map_err(|e| Error::file("rename", &self.name, &e))?;
@@ -307,7 +313,6 @@ pub fn put_back(dir: &Path, from: &str, to: &str) -> Result<bool> {
 }
 
 /// Creates or replaces `name` with `content`, atomically and durably.
-#[cfg(test)]
 pub fn replace(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
     Prepared::write(dir, name, content)?.replace()
 }
@@ -336,6 +341,36 @@ pub fn rename(dir: &Path, from: &str, to: &str) -> Result<bool> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::file("rename", from, &e)),
     }
+}
+
+/// The inode identity of `path` itself (a symlink is not followed),
+/// with its birth time when the file system records one.
+pub fn file_id(path: &Path) -> io::Result<crate::state::FileId> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: an all-zero statx is a valid value of a plain C struct.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `stx` is writable; both outlive the
+    // call.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_INO | libc::STATX_BTIME,
+            &mut stx,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let birth = (stx.stx_mask & libc::STATX_BTIME != 0).then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec));
+    Ok(crate::state::FileId {
+        dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
+        ino: stx.stx_ino,
+        birth,
+    })
 }
 
 #[cfg(test)]
@@ -453,5 +488,24 @@ mod tests {
         );
         assert_eq!(names(&d), vec![TABLESPACE_MAP.to_string()]);
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn file_identity_survives_a_link_and_not_a_copy() {
+        let dir = scratch("identity");
+        let prepared = Prepared::write(&dir, "label", b"content\n").unwrap();
+        let before = prepared.file_id().unwrap();
+        assert_eq!(prepared.link_exclusive().unwrap(), Published::Created);
+        let linked = file_id(&dir.join("label")).unwrap();
+        assert_eq!(linked, before);
+        fs::copy(dir.join("label"), dir.join("copy")).unwrap();
+        let copy = file_id(&dir.join("copy")).unwrap();
+        assert_ne!(copy.ino, linked.ino);
+        // Where the file system records birth times, the copy was born later.
+        if let (Some(a), Some(b)) = (linked.birth, copy.birth) {
+            assert!(b >= a);
+        }
+        std::os::unix::fs::symlink("label", dir.join("link")).unwrap();
+        assert_ne!(file_id(&dir.join("link")).unwrap().ino, linked.ino);
     }
 }

@@ -19,6 +19,31 @@ pub const EXCLUSIVE_METHOD: &str = "pg_start_backup";
 /// What the server writes: it assumes the caller streams the label itself.
 const SERVER_METHOD: &str = "streamed";
 
+/// The BACKUP METHOD a label says, which decides how a restored copy is
+/// recovered: the server requires the end-of-backup record before it
+/// declares a copy consistent only for `streamed` (as for pg_basebackup);
+/// for `pg_start_backup` it does so as soon as it has replayed up to the
+/// start. A `streamed` label consumed by the live primary's own crash
+/// recovery, however, stops it from starting, which is why only preload
+/// mode (whose postmaster keeps it away from the startup process) writes
+/// it by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// "pg_start_backup"
+    Exclusive,
+    /// "streamed"
+    Streamed,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Exclusive => EXCLUSIVE_METHOD,
+            Method::Streamed => SERVER_METHOD,
+        }
+    }
+}
+
 /// The longest label whose LABEL line the server's startup code reads back
 /// whole (it scans at most MAXPGPATH - 1 bytes).
 pub const MAX_LABEL_BYTES: usize = 1023;
@@ -43,6 +68,7 @@ pub struct BackupLabel {
     /// says when it is read, which may have changed since. `None` for a
     /// label written before the line existed.
     pub start_epoch: Option<i64>,
+    pub method: Method,
 }
 
 /// The key of the line pg_start_backup appends to the server's label. The
@@ -101,13 +127,18 @@ pub fn check_label_text(label: &[u8]) -> Result<(), BadLabelText> {
 }
 
 /// Turns the label text the server built in do_pg_backup_start into the one
-/// we write: same lines, but marked as an exclusive backup, and followed
-/// by the exact start time the worker got from the server. The result is
-/// parsed before it is returned, so a format change in a future server is
-/// caught here and not at restore time.
-pub fn exclusive_label_from_server(server_text: &[u8], start_epoch: i64) -> Result<(Vec<u8>, BackupLabel), LabelError> {
+/// we write: same lines, with the BACKUP METHOD asked for, and followed
+/// by the exact start time the worker got from the server (which also
+/// marks the label as ours). The result is parsed before it is returned,
+/// so a format change in a future server is caught here and not at
+/// restore time.
+pub fn exclusive_label_from_server(
+    server_text: &[u8],
+    start_epoch: i64,
+    method: Method,
+) -> Result<(Vec<u8>, BackupLabel), LabelError> {
     let from = format!("\nBACKUP METHOD: {SERVER_METHOD}\n");
-    let to = format!("\nBACKUP METHOD: {EXCLUSIVE_METHOD}\n");
+    let to = format!("\nBACKUP METHOD: {}\n", method.name());
     let at = find(server_text, from.as_bytes()).ok_or_else(|| LabelError {
         line: 0,
         reason: format!("the server's label has no \"BACKUP METHOD: {SERVER_METHOD}\" line"),
@@ -195,16 +226,22 @@ pub fn parse(content: &[u8]) -> Result<BackupLabel, LabelError> {
             reason: "The checkpoint lies before the start WAL location.".into(),
         });
     }
-    let (n, v) = next("BACKUP METHOD")?;
-    if v != EXCLUSIVE_METHOD.as_bytes() {
+    let (method_line, v) = next("BACKUP METHOD")?;
+    let method = if v == EXCLUSIVE_METHOD.as_bytes() {
+        Method::Exclusive
+    } else if v == SERVER_METHOD.as_bytes() {
+        // Only with the START EPOCH line (checked below): without it, a
+        // pg_basebackup copy's label.
+        Method::Streamed
+    } else {
         return Err(LabelError {
-            line: n,
+            line: method_line,
             reason: format!(
                 "The backup method is \"{}\", not \"{EXCLUSIVE_METHOD}\": pg_start_backup did not write this file.",
                 String::from_utf8_lossy(v)
             ),
         });
-    }
+    };
     let (n, v) = next("BACKUP FROM")?;
     if v != b"primary" {
         return Err(LabelError {
@@ -265,6 +302,15 @@ pub fn parse(content: &[u8]) -> Result<BackupLabel, LabelError> {
             reason: format!("unexpected line after \"{START_EPOCH_KEY}:\"."),
         });
     }
+    if method == Method::Streamed && start_epoch.is_none() {
+        return Err(LabelError {
+            line: method_line,
+            reason: format!(
+                "The backup method is \"{SERVER_METHOD}\" and the \"{START_EPOCH_KEY}:\" line is missing: \
+                 pg_start_backup did not write this file."
+            ),
+        });
+    }
     Ok(BackupLabel {
         start_lsn,
         start_wal_file,
@@ -273,6 +319,7 @@ pub fn parse(content: &[u8]) -> Result<BackupLabel, LabelError> {
         label,
         start_timeline,
         start_epoch,
+        method,
     })
 }
 
@@ -432,7 +479,7 @@ START TIMELINE: 1\n";
 
     #[test]
     fn converts_server_text_and_keeps_every_other_byte() {
-        let (text, label) = exclusive_label_from_server(SERVER_TEXT.as_bytes(), EPOCH).unwrap();
+        let (text, label) = exclusive_label_from_server(SERVER_TEXT.as_bytes(), EPOCH, Method::Exclusive).unwrap();
         assert_eq!(text, ours());
         assert_eq!(label.start_lsn, 0x2000028);
         assert_eq!(label.checkpoint_lsn, 0x2000060);
@@ -462,17 +509,17 @@ START TIMELINE: 1\n";
         let long = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
         for zone in [long, "-03", "+0530", "<+03>"] {
             let server = SERVER_TEXT.replace(" UTC\n", &format!(" {zone}\n"));
-            let (_, label) = exclusive_label_from_server(server.as_bytes(), EPOCH).unwrap();
+            let (_, label) = exclusive_label_from_server(server.as_bytes(), EPOCH, Method::Exclusive).unwrap();
             assert_eq!(label.start_time.zone, zone);
         }
         let too_long = SERVER_TEXT.replace(" UTC\n", &format!(" {}\n", "Z".repeat(129)));
-        assert!(exclusive_label_from_server(too_long.as_bytes(), EPOCH).is_err());
+        assert!(exclusive_label_from_server(too_long.as_bytes(), EPOCH, Method::Exclusive).is_err());
     }
 
     #[test]
     fn server_text_without_method_line_is_refused() {
         let text = SERVER_TEXT.replace("BACKUP METHOD: streamed\n", "");
-        assert!(exclusive_label_from_server(text.as_bytes(), EPOCH).is_err());
+        assert!(exclusive_label_from_server(text.as_bytes(), EPOCH, Method::Exclusive).is_err());
     }
 
     #[test]
@@ -543,6 +590,16 @@ START TIMELINE: 1\n";
         let e = err_of(SERVER_TEXT);
         assert_eq!(e.line, 3);
         assert!(e.reason.contains("streamed"));
+    }
+
+    #[test]
+    fn streamed_label_with_start_epoch_is_ours() {
+        let (text, label) = exclusive_label_from_server(SERVER_TEXT.as_bytes(), EPOCH, Method::Streamed).unwrap();
+        assert_eq!(text, format!("{SERVER_TEXT}START EPOCH: {EPOCH}\n").into_bytes());
+        assert_eq!(label.method, Method::Streamed);
+        assert_eq!(parse(&ours()).unwrap().method, Method::Exclusive);
+        // What the server reads back is exactly what it wrote.
+        assert_eq!(server_lines(&text), SERVER_TEXT.as_bytes());
     }
 
     #[test]
@@ -664,7 +721,7 @@ START TIMELINE: 1\n";
         let text = SERVER_TEXT
             .replace("0/2000028", "0/02000028")
             .replace("0/2000060", "0/02000060");
-        let (ours, parsed) = exclusive_label_from_server(text.as_bytes(), EPOCH).unwrap();
+        let (ours, parsed) = exclusive_label_from_server(text.as_bytes(), EPOCH, Method::Exclusive).unwrap();
         assert_eq!(parsed.start_lsn, 0x0200_0028);
         assert_eq!(parsed.checkpoint_lsn, 0x0200_0060);
         assert_eq!(parse(&ours), Ok(parsed));

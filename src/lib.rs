@@ -4,6 +4,8 @@
 //! Module map:
 //! - `label`: the backup_label format (pure Rust, unit-tested)
 //! - `files`: durable, race-free file handling (pure Rust, unit-tested)
+//! - `state`: the record of the published label and the postmaster's
+//!   verdict on a label it finds (pure Rust, unit-tested)
 //! - `error`: errors with their SQLSTATEs
 //! - `boundary`: the longjmp/panic boundary between Rust and the server
 //! - `server`: safe wrappers over the server calls, one module per backup
@@ -25,6 +27,7 @@
 mod error;
 mod files;
 mod label;
+mod state;
 
 // The modules below refer to server symbols, which only the server process
 // provides; the unit-test binary is built without them.
