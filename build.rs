@@ -163,6 +163,7 @@ fn generate_bindings(server_inc: &Path, out_dir: &Path) {
             .allowlist_var("log_timezone")
             .allowlist_var("PgStartTime")
             .allowlist_var("MAXPGPATH")
+            .allowlist_var("PEB_.*")
             .rustified_enum("SessionBackupState")
             .generate()
             .map_err(|e| e.to_string())

@@ -16,10 +16,14 @@
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
 #include "access/xlogarchive.h"
+#include "commands/extension.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/guc.h"
@@ -115,6 +119,17 @@ void
 peb_log(const char *message)
 {
 	ereport(LOG, (errmsg_internal("%s", message)));
+}
+
+void
+peb_report(int level, const char *message, const char *detail, const char *hint)
+{
+	int			elevel = level == PEB_WARNING ? WARNING : level == PEB_NOTICE ? NOTICE : LOG;
+
+	ereport(elevel,
+			(errmsg_internal("%s", message),
+			 detail ? errdetail_internal("%s", detail) : 0,
+			 hint ? errhint("%s", hint) : 0));
 }
 
 char *
@@ -359,3 +374,147 @@ peb_interrupt_holdoff(void)
 	return InterruptHoldoffCount;
 }
 #endif
+
+/* ---------------------------------------------------------------------
+ * Settings and preload mode. The decisions are in src/postmaster.rs; C
+ * holds what the server reaches through pointers: the setting variables,
+ * the enum table, and the hooks.
+ * ---------------------------------------------------------------------
+ */
+static int	peb_label_method = PEB_METHOD_AUTO;
+static bool peb_require_preload = false;
+
+static const struct config_enum_entry peb_label_methods[] = {
+	{"auto", PEB_METHOD_AUTO, false},
+	{"streamed", PEB_METHOD_STREAMED, false},
+	{"pg_start_backup", PEB_METHOD_PG_START_BACKUP, false},
+	{NULL, 0, false}
+};
+
+#ifdef PEB_TEST_HOOKS
+static char *peb_test_pause;
+static char *peb_test_panic;
+static char *peb_test_clock;
+#endif
+
+void
+peb_define_settings(void)
+{
+	DefineCustomEnumVariable("pg_exclusive_backup.label_method",
+							 "BACKUP METHOD that pg_start_backup writes into backup_label.",
+							 "auto means streamed when the library is in shared_preload_libraries, pg_start_backup otherwise.",
+							 &peb_label_method, PEB_METHOD_AUTO, peb_label_methods,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("pg_exclusive_backup.require_preload",
+							 "Makes pg_start_backup refuse unless the library is in shared_preload_libraries.",
+							 NULL, &peb_require_preload, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+#ifdef PEB_TEST_HOOKS
+	DefineCustomStringVariable("pg_exclusive_backup.test_pause", "Test builds only.", NULL,
+							   &peb_test_pause, "", PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_exclusive_backup.test_panic", "Test builds only.", NULL,
+							   &peb_test_panic, "", PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("pg_exclusive_backup.test_archive_clock_scale", "Test builds only.", NULL,
+							   &peb_test_clock, "", PGC_SUSET, 0, NULL, NULL, NULL);
+#endif
+	MarkGUCPrefixReserved("pg_exclusive_backup");
+}
+
+int
+peb_label_method_setting(void)
+{
+	return peb_label_method;
+}
+
+bool
+peb_require_preload_setting(void)
+{
+	return peb_require_preload;
+}
+
+bool
+peb_preload_in_progress(void)
+{
+	return process_shared_preload_libraries_in_progress;
+}
+
+bool
+peb_creating_extension(void)
+{
+	return creating_extension;
+}
+
+/* In src/postmaster.rs; not in shim.h, so that bindgen leaves them alone. */
+extern Size peb_shared_size(void);
+extern void peb_shared_attached(void *shared, bool found);
+extern bool peb_postmaster_starting(char *message, char *detail, char *hint, Size len);
+extern void peb_postmaster_exiting(void);
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool exit_callback_registered = false;
+
+static void
+peb_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(peb_shared_size());
+}
+
+static void
+peb_exit_callback(int code, Datum arg)
+{
+	/* Children reset the exit callbacks they inherit; this is belt and braces. */
+	if (MyProcPid == DatumGetInt32(arg))
+		peb_postmaster_exiting();
+}
+
+/*
+ * Runs in the postmaster (or a single-user backend) right before the
+ * startup process is forked (or, single-user, run): at the first start and
+ * after every crash of a child. Also in EXEC_BACKEND children, which only
+ * attach.
+ */
+static void
+peb_shmem_startup(void)
+{
+	bool		found;
+	void	   *shared;
+	char		message[1024];
+	char		detail[2048];
+	char		hint[2048];
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("pg_exclusive_backup", peb_shared_size(), &found);
+	LWLockRelease(AddinShmemInitLock);
+	peb_shared_attached(shared, found);
+	if (IsUnderPostmaster)
+		return;
+	if (!peb_postmaster_starting(message, detail, hint, sizeof(message)))
+		ereport(FATAL,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg_internal("%s", message),
+				 detail[0] ? errdetail_internal("%s", detail) : 0,
+				 hint[0] ? errhint("%s", hint) : 0));
+	/*
+	 * Registered here rather than in _PG_init: by now this process owns
+	 * the data directory (postmaster.pid) and has judged what is in it.
+	 */
+	if (!exit_callback_registered)
+	{
+		on_proc_exit(peb_exit_callback, Int32GetDatum(MyProcPid));
+		exit_callback_registered = true;
+	}
+}
+
+void
+peb_install_preload_hooks(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = peb_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = peb_shmem_startup;
+}

@@ -27,6 +27,12 @@ extern void peb_raise(int sqlerrcode, const char *message, const char *detail,
 					  const char *hint) __attribute__((noreturn));
 extern void peb_log(const char *message);
 
+/* Levels for peb_report, which never raises an ERROR. */
+#define PEB_LOG 0
+#define PEB_WARNING 1
+#define PEB_NOTICE 2
+extern void peb_report(int level, const char *message, const char *detail, const char *hint);
+
 /* A palloc'd copy of UTF-8 text, converted to the database encoding. */
 extern char *peb_server_text(const char *utf8, int len);
 
@@ -82,6 +88,20 @@ extern bool peb_archive_busy(const char *file);
 extern void peb_wait_for_archiver(long timeout_ms);
 /* The server's own messages: 0 waiting, 1 still waiting, 2 done, 3 off. */
 extern void peb_report_archive_wait(int what, int seconds);
+
+/* Settings (values of pg_exclusive_backup.label_method below). */
+#define PEB_METHOD_AUTO 0
+#define PEB_METHOD_STREAMED 1
+#define PEB_METHOD_PG_START_BACKUP 2
+extern void peb_define_settings(void);
+extern int	peb_label_method_setting(void);
+extern bool peb_require_preload_setting(void);
+
+/* Preload mode: whether _PG_init runs from shared_preload_libraries. */
+extern bool peb_preload_in_progress(void);
+extern bool peb_creating_extension(void);
+/* Installs the shared memory hooks; see src/postmaster.rs. */
+extern void peb_install_preload_hooks(void);
 
 /* A GUC's current value, NULL if it is not set (test hooks only). */
 extern const char *peb_guc_value(const char *name);

@@ -214,6 +214,51 @@ pub fn entry(fcinfo: FunctionCallInfo, body: fn(FunctionCallInfo) -> Result<Datu
     unsafe { pending.raise() }
 }
 
+/// `_PG_init`: as [`entry`], for a body that returns nothing.
+pub fn init_entry(body: fn() -> Result<()>) {
+    // SAFETY: plain shim call; cannot fail.
+    unsafe { pg::peb_reset_error_copies() };
+    let pending = match catch_unwind(body) {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => Pending::from_error(err),
+        Err(payload) => Pending::from_error(Error::from_panic(payload.as_ref())),
+    };
+    // SAFETY: as in `entry`, only `pending` is left.
+    unsafe { pending.raise() }
+}
+
+/// How loud a [`report`] is; none of them interrupts the caller.
+#[derive(Clone, Copy)]
+pub enum Level {
+    Log,
+    Warning,
+    Notice,
+}
+
+/// A message with optional detail and hint, at a level that does not
+/// raise: to the server log, or (notice, warning) to the client as well.
+pub fn report(level: Level, message: &str, detail: Option<&str>, hint: Option<&str>) {
+    // In the database encoding, as errors are (see `server_string`); a
+    // text that cannot be converted is left out rather than failing.
+    let text = |t: &str| server_string(t).unwrap_or(std::ptr::null());
+    let (mp, dp, hp) = (
+        text(message),
+        detail.map_or(std::ptr::null(), text),
+        hint.map_or(std::ptr::null(), text),
+    );
+    if mp.is_null() {
+        return;
+    }
+    let level = match level {
+        Level::Log => pg::PEB_LOG,
+        Level::Warning => pg::PEB_WARNING,
+        Level::Notice => pg::PEB_NOTICE,
+    } as i32;
+    // SAFETY: the strings are in server memory and the closure owns
+    // nothing. A failure to report is not worth failing the caller for.
+    let _ = unsafe { guarded(move || pg::peb_report(level, mp, dp, hp)) };
+}
+
 /// Writes a line to the server log (not to the client).
 pub fn log(text: &str) {
     let c = CString::new(text.replace('\0', "\\0")).unwrap_or_default();

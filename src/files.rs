@@ -347,8 +347,8 @@ pub fn rename(dir: &Path, from: &str, to: &str) -> Result<bool> {
 /// with its birth time when the file system records one.
 pub fn file_id(path: &Path) -> io::Result<crate::state::FileId> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: an all-zero statx is a valid value of a plain C struct.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is NUL-terminated and `stx` is writable; both outlive the

@@ -90,6 +90,17 @@ pub struct StartTime {
     pub zone: String,
 }
 
+impl fmt::Display for StartTime {
+    /// As the label's START TIME line says it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} {}",
+            self.year, self.month, self.day, self.hour, self.minute, self.second, self.zone
+        )
+    }
+}
+
 /// Why a file is not a valid exclusive backup label. `line` is 1-based.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelError {
@@ -490,6 +501,7 @@ START TIMELINE: 1\n";
         assert_eq!((label.start_time.hour, label.start_time.second), (3, 6));
         assert_eq!(label.start_epoch, Some(EPOCH));
         assert_eq!(label.start_time.local_seconds(), EPOCH);
+        assert_eq!(label.start_time.to_string(), "2026-11-25 03:05:06 UTC");
         assert_eq!(
             server_lines(&text),
             SERVER_TEXT.replace("streamed", "pg_start_backup").as_bytes()

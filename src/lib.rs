@@ -14,6 +14,8 @@
 //! - `archive`: pg_stop_backup's wait for the archiver
 //! - `start`: the start protocol, both the caller's and the background
 //!   worker's side
+//! - `postmaster`: preload mode (the postmaster's handling of backup_label
+//!   at start, crash restart and exit; shared memory; the settings)
 //! - `hooks`: delay points for race tests (empty unless built with the
 //!   `test-hooks` feature)
 //!
@@ -39,6 +41,8 @@ mod bindings;
 mod boundary;
 #[cfg(not(test))]
 mod hooks;
+#[cfg(not(test))]
+mod postmaster;
 #[cfg(all(not(test), feature = "test-hooks"))]
 mod probes;
 #[cfg(not(test))]
@@ -58,6 +62,13 @@ mod exports {
     pub extern "C" fn Pg_magic_func() -> *const Pg_magic_struct {
         // SAFETY: returns a pointer to static data built by the C shim.
         unsafe { crate::bindings::peb_magic_data() }
+    }
+
+    /// Defines the settings and, from shared_preload_libraries, installs
+    /// preload mode's hooks (postmaster.rs).
+    #[no_mangle]
+    pub extern "C" fn _PG_init() {
+        crate::boundary::init_entry(crate::postmaster::init);
     }
 
     static FINFO_V1: Pg_finfo_record = Pg_finfo_record { api_version: 1 };

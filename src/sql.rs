@@ -11,15 +11,17 @@
 use std::os::unix::fs::MetadataExt;
 
 use crate::archive;
-use crate::boundary::{Datum, FunctionCallInfo, InterruptsHeld};
+use crate::boundary::{report, Datum, FunctionCallInfo, InterruptsHeld, Level};
 use crate::error::{
     already_running, not_running, Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY,
 };
 use crate::files::{self, data_dir, DirLock, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP};
 use crate::hooks;
-use crate::label::{self, BackupLabel, BadLabelText, MAX_FILE_BYTES, MAX_LABEL_BYTES};
+use crate::label::{self, BackupLabel, BadLabelText, Method, MAX_FILE_BYTES, MAX_LABEL_BYTES};
+use crate::postmaster;
 use crate::server;
 use crate::start;
+use crate::state::{Outcome, Record, MAX_STATE_BYTES, STATE_FILE};
 
 fn recovery_error() -> Error {
     Error::new(NOT_READY, "recovery is in progress").hint("WAL control functions cannot be executed during recovery.")
@@ -29,6 +31,9 @@ fn recovery_error() -> Error {
 /// restarted during the backup: at startup the server takes over
 /// backup_label as if restoring a backup and renames it backup_label.old.
 fn not_running_here() -> Error {
+    if let Some(e) = ended_by_restart() {
+        return e;
+    }
     match interrupted_by_restart() {
         Some(label) => not_running()
             .detail(format!(
@@ -38,6 +43,27 @@ fn not_running_here() -> Error {
             .hint("That backup cannot be completed. Take a new one with pg_start_backup()."),
         None => not_running(),
     }
+}
+
+/// In preload mode the postmaster records in the state file that it ended a
+/// backup at a restart; that record says so until the next start.
+fn ended_by_restart() -> Option<Error> {
+    let bytes = files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES).ok()??;
+    let record = Record::parse(&bytes).ok()?;
+    let Outcome::EndedByRestart { .. } = record.outcome else {
+        return None;
+    };
+    let parsed = label::parse(&record.label).ok()?;
+    Some(
+        not_running()
+            .detail(format!(
+                "The exclusive backup \"{}\" started at {} was ended by a server restart; the copy taken is not \
+                 a valid backup.",
+                server::text_for_message(&parsed.label),
+                parsed.start_time
+            ))
+            .hint("Take a new one with pg_start_backup()."),
+    )
 }
 
 /// The label of an exclusive backup whose backup_label this server renamed
@@ -122,7 +148,43 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         return Err(already_running());
     }
     files::regular_or_absent(data_dir(), TABLESPACE_MAP)?;
-    let start_lsn = start::start_in_worker(&label_text, fast)?;
+    let preloaded = postmaster::preloaded();
+    if !preloaded && postmaster::require_preload() {
+        return Err(Error::new(
+            NOT_READY,
+            "pg_start_backup requires pg_exclusive_backup in shared_preload_libraries",
+        )
+        .detail(format!(
+            "pg_exclusive_backup.require_preload is on. {}",
+            postmaster::WITHOUT_PRELOAD
+        ))
+        .hint(postmaster::PRELOAD_HINT));
+    }
+    if preloaded && files::file_id(data_dir()).map(|id| id.birth.is_none()).unwrap_or(false) {
+        return Err(start::no_birth_times());
+    }
+    let method = postmaster::label_method();
+    let start_lsn = start::start_in_worker(&label_text, fast, method)?;
+    if !preloaded {
+        if method == Method::Streamed {
+            report(
+                Level::Warning,
+                "backup_label says \"BACKUP METHOD: streamed\" but pg_exclusive_backup is not in shared_preload_libraries",
+                Some(
+                    "If the server crashes or shuts down during this backup, it will not start again until \
+                     backup_label is renamed to backup_label.old by hand.",
+                ),
+                Some(postmaster::PRELOAD_HINT),
+            );
+        } else {
+            report(
+                Level::Notice,
+                "pg_exclusive_backup is not in shared_preload_libraries",
+                Some(postmaster::WITHOUT_PRELOAD),
+                Some(postmaster::PRELOAD_HINT),
+            );
+        }
+    }
     Ok(start_lsn as Datum)
 }
 
@@ -238,6 +300,7 @@ fn claim(_lock: &DirLock, claimed: &str, expected: &[u8]) -> Result<Claim> {
     // the server.
     map.armed = false;
     label.armed = false;
+    postmaster::set_running_backup(None);
     let _ = files::remove(data_dir(), &claimed_map);
     let _ = files::remove(data_dir(), claimed);
     Ok(Claim::Taken)
@@ -317,21 +380,25 @@ fn running_backup_start_time() -> Result<Option<i64>> {
     verdict.map(Some).map_err(invalid_label)
 }
 
-pub fn is_in_backup(_fcinfo: FunctionCallInfo) -> Result<Datum> {
-    // No exclusive backup can run during recovery; a label there belongs to
-    // the backup being restored.
+/// The running backup's start: from shared memory in preload mode, else
+/// from backup_label. No exclusive backup can run during recovery; a label
+/// there belongs to the backup being restored.
+fn monitored_start_time() -> Result<Option<i64>> {
     if server::recovery_in_progress()? {
-        return Ok(false as Datum);
+        return Ok(None);
     }
-    Ok(running_backup_start_time()?.is_some() as Datum)
+    match postmaster::running_backup() {
+        Some(known) => Ok(known),
+        None => running_backup_start_time(),
+    }
+}
+
+pub fn is_in_backup(_fcinfo: FunctionCallInfo) -> Result<Datum> {
+    Ok(monitored_start_time()?.is_some() as Datum)
 }
 
 pub fn backup_start_time(fcinfo: FunctionCallInfo) -> Result<Datum> {
-    let found = if server::recovery_in_progress()? {
-        None
-    } else {
-        running_backup_start_time()?
-    };
+    let found = monitored_start_time()?;
     match found {
         Some(timestamp) => Ok(timestamp as Datum),
         None => {

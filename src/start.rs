@@ -47,7 +47,9 @@ use crate::error::{
 use crate::files::{self, data_dir, Prepared, Published, BACKUP_LABEL, TABLESPACE_MAP};
 use crate::hooks;
 use crate::label::{self, Lsn, MAX_LABEL_BYTES};
+use crate::postmaster;
 use crate::server;
+use crate::state::{Outcome, Record, STATE_FILE};
 
 /// How long pg_start_backup waits for a free background worker slot.
 const SLOT_WAIT_MS: i64 = 10_000;
@@ -68,6 +70,9 @@ struct Request {
     caller_latch: *mut c_void,
     worker_latch: AtomicPtr<c_void>,
     fast: bool,
+    /// The BACKUP METHOD to write; the worker does not see the caller's
+    /// settings.
+    streamed: bool,
     label: [u8; MAX_LABEL_BYTES + 1],
     /// Written by the worker before READY, read by the caller after it.
     start_lsn: UnsafeCell<Lsn>,
@@ -129,7 +134,7 @@ thread_local! {
 /// Starts the exclusive backup in a worker and reports its outcome.
 /// `label` has been validated by the caller (no NUL, at most
 /// MAX_LABEL_BYTES).
-pub fn start_in_worker(label: &[u8], fast: bool) -> Result<Lsn> {
+pub fn start_in_worker(label: &[u8], fast: bool, method: label::Method) -> Result<Lsn> {
     let size = std::mem::size_of::<Request>();
     // SAFETY: plain server calls; the closure owns nothing.
     let (segment, request) = unsafe {
@@ -144,6 +149,7 @@ pub fn start_in_worker(label: &[u8], fast: bool) -> Result<Lsn> {
         caller_latch: unsafe { pg::peb_my_latch() },
         worker_latch: AtomicPtr::new(std::ptr::null_mut()),
         fast,
+        streamed: method == label::Method::Streamed,
         label: [0; MAX_LABEL_BYTES + 1],
         start_lsn: UnsafeCell::new(0),
         failure: UnsafeCell::new(Failure {
@@ -616,6 +622,21 @@ impl Drop for LinkedLabel {
     }
 }
 
+/// Preload mode tells the primary's own label from a copy's by its birth
+/// time, which this file system does not record.
+pub fn no_birth_times() -> Error {
+    Error::new(
+        crate::error::OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "the file system of the data directory does not record file birth times",
+    )
+    .detail(
+        "In preload mode the postmaster tells this primary's own backup_label from a restored copy's by the \
+         label file's inode number and birth time; without birth times it could not decide after a crash, and \
+         would refuse to start.",
+    )
+    .hint("Put the data directory on a file system that records birth times (ext4, XFS, Btrfs), or take the backup without preload mode.")
+}
+
 /// Enters backup mode in this (worker) process, prepares the files, waits
 /// for the caller's verdict and, on COMMIT, puts them in place.
 fn start_here(req: &Request) -> Result<()> {
@@ -631,7 +652,12 @@ fn start_here(req: &Request) -> Result<()> {
     let _held = InterruptsHeld::new();
     hooks::pause("worker_started");
     hooks::may_panic("worker_started");
-    let text = label::exclusive_label_from_server(&started.label_text, started.start_epoch)
+    let method = if req.streamed {
+        label::Method::Streamed
+    } else {
+        label::Method::Exclusive
+    };
+    let text = label::exclusive_label_from_server(&started.label_text, started.start_epoch, method)
         .map_err(|e| {
             Error::new(
                 INTERNAL_ERROR,
@@ -641,6 +667,15 @@ fn start_here(req: &Request) -> Result<()> {
         })?
         .0;
     let label_file = Prepared::write(data_dir(), BACKUP_LABEL, &text)?;
+    // What a copy of the label cannot have: see state.rs.
+    let record = Record {
+        label_file: label_file.file_id()?,
+        outcome: Outcome::Running,
+        label: text.clone(),
+    };
+    if record.label_file.birth.is_none() && postmaster::preloaded() {
+        return Err(no_birth_times());
+    }
     let map_file = if started.tablespace_map.is_empty() {
         None
     } else {
@@ -676,8 +711,17 @@ fn start_here(req: &Request) -> Result<()> {
         // Interrupts are held: the wait for the lock cannot be cancelled,
         // and is bounded.
         let _lock = server::lock_data_dir()?;
+        let raced = || already_running().detail("Another session started an exclusive backup at the same time.");
+        // The record describes the running backup's label: never replace it
+        // while one is in place.
+        if files::regular_or_absent(data_dir(), BACKUP_LABEL)?.is_some() {
+            return Err(raced());
+        }
+        // Before the link: a label in place always has its record, even if
+        // the postmaster is killed right after the link.
+        files::replace(data_dir(), STATE_FILE, &record.to_bytes())?;
         if label_file.link_exclusive()? == Published::AlreadyExists {
-            return Err(already_running().detail("Another session started an exclusive backup at the same time."));
+            return Err(raced());
         }
         let mut linked = LinkedLabel(true);
         hooks::may_panic("worker_linked");
@@ -695,6 +739,7 @@ fn start_here(req: &Request) -> Result<()> {
         // it leaves backup mode.
         linked.0 = false;
         mode.0 = false;
+        postmaster::set_running_backup(Some(label::timestamptz_from_unix(started.start_epoch)));
     }
     hooks::pause("worker_published");
     req.outcome.store(STARTED, Ordering::Release);

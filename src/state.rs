@@ -163,14 +163,12 @@ pub enum Verdict {
 
 /// `label`: backup_label's content and identity, if there is one;
 /// `record`: the state file's content, if there is one (or why it could
-/// not be read); `reinit`: the postmaster has been running on this data
-/// directory since before the label appeared (a restart after a crash).
-pub fn judge(
-    signal_file: bool,
-    label: Option<(&[u8], FileId)>,
-    record: Option<Result<Vec<u8>, String>>,
-    reinit: bool,
-) -> Verdict {
+/// not be read).
+///
+/// The same judgement serves a restart after a crash, where the postmaster
+/// has been running on this data directory: a copy's label may still be in
+/// place then, if something crashed before the startup process took it.
+pub fn judge(signal_file: bool, label: Option<(&[u8], FileId)>, record: Option<Result<Vec<u8>, String>>) -> Verdict {
     if signal_file {
         return Verdict::Recovery;
     }
@@ -180,13 +178,6 @@ pub fn judge(
     let Ok(parsed) = label::parse(content) else {
         return Verdict::NotOurs;
     };
-    if reinit {
-        // At its first start this postmaster left no label of ours in place
-        // (it renamed the primary's own; a copy's was consumed by the
-        // startup process before anything else ran), so one that is here
-        // now was published while it ran.
-        return Verdict::Live(parsed);
-    }
     let undecidable = |why: &str| Verdict::Undecidable {
         label: parsed.clone(),
         why: why.to_string(),
@@ -248,7 +239,7 @@ START EPOCH: 1795575906\n";
     }
 
     fn verdict(id: FileId, rec: Option<Result<Vec<u8>, String>>) -> Verdict {
-        judge(false, Some((LABEL.as_bytes(), id)), rec, false)
+        judge(false, Some((LABEL.as_bytes(), id)), rec)
     }
 
     #[test]
@@ -308,7 +299,11 @@ START EPOCH: 1795575906\n";
         };
         assert_eq!(verdict(close, record(LIVE)), Verdict::Copy);
         // Without birth times, another inode number is still another file.
-        let no_birth = FileId { birth: None, ino: 9, ..LIVE };
+        let no_birth = FileId {
+            birth: None,
+            ino: 9,
+            ..LIVE
+        };
         assert_eq!(verdict(no_birth, record(FileId { birth: None, ..LIVE })), Verdict::Copy);
     }
 
@@ -331,23 +326,15 @@ START EPOCH: 1795575906\n";
     #[test]
     fn restores_and_foreign_labels_are_left_alone() {
         assert_eq!(
-            judge(true, Some((LABEL.as_bytes(), LIVE)), record(LIVE), false),
+            judge(true, Some((LABEL.as_bytes(), LIVE)), record(LIVE)),
             Verdict::Recovery
         );
-        assert_eq!(judge(true, Some((LABEL.as_bytes(), LIVE)), None, true), Verdict::Recovery);
+        assert_eq!(judge(true, Some((LABEL.as_bytes(), LIVE)), None), Verdict::Recovery);
         let basebackup = LABEL.replace("START EPOCH: 1795575906\n", "");
         assert_eq!(
-            judge(false, Some((basebackup.as_bytes(), LIVE)), record(LIVE), false),
+            judge(false, Some((basebackup.as_bytes(), LIVE)), record(LIVE)),
             Verdict::NotOurs
         );
-        assert_eq!(judge(false, None, record(LIVE), false), Verdict::NoLabel);
-    }
-
-    #[test]
-    fn at_a_restart_after_a_crash_any_label_of_ours_is_live() {
-        assert!(matches!(
-            judge(false, Some((LABEL.as_bytes(), LIVE)), None, true),
-            Verdict::Live(_)
-        ));
+        assert_eq!(judge(false, None, record(LIVE)), Verdict::NoLabel);
     }
 }

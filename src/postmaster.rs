@@ -1,0 +1,430 @@
+//! Preload mode: what the library does when it is in
+//! shared_preload_libraries, most of it in the postmaster.
+//!
+//! The server's startup process takes any backup_label it finds for the
+//! label of a restored backup. On the live primary that is wrong: with a
+//! `streamed` label its crash recovery then stops with "WAL ends before
+//! end of online backup", and with either method it copies the backup's
+//! start into pg_control, where nothing clears it. So in preload mode the
+//! postmaster keeps the primary's own label from the startup process:
+//!
+//! - right before the startup process is forked (at the first start and
+//!   after every crash of a child; in single-user mode before the standalone
+//!   backend recovers), [`peb_postmaster_starting`] judges backup_label
+//!   (see state.rs) and renames it, with tablespace_map, to `.old` when it
+//!   is the one this primary published, or stops the start with a FATAL
+//!   when that cannot be decided;
+//! - when the postmaster exits, however it does short of being killed,
+//!   [`peb_postmaster_exiting`] does the same, as PostgreSQL 14 did at
+//!   shutdown, but only ever renames; it cannot refuse anything by then.
+//!
+//! It also holds the shared memory from which pg_is_in_backup() and
+//! pg_backup_start_time() answer in preload mode, and the settings.
+
+use std::ffi::c_char;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
+
+use crate::bindings as pg;
+use crate::boundary::{guarded, report, Level};
+use crate::error::Result;
+use crate::files::{self, data_dir, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP};
+use crate::label::{self, BackupLabel, Method, MAX_FILE_BYTES};
+use crate::server;
+use crate::state::{self, FileId, Outcome, Record, Verdict, MAX_STATE_BYTES, STATE_FILE};
+
+pub const TABLESPACE_MAP_OLD: &str = "tablespace_map.old";
+
+/// Set in _PG_init when it runs from shared_preload_libraries; every
+/// process forked from the postmaster inherits it.
+static PRELOADED: AtomicBool = AtomicBool::new(false);
+
+pub fn preloaded() -> bool {
+    PRELOADED.load(Ordering::Relaxed)
+}
+
+/// What preload mode adds, for the notices given without it.
+pub const WITHOUT_PRELOAD: &str = "Without it, a restored copy of an exclusive backup is taken to be consistent \
+     as soon as recovery has replayed up to the backup's start, and a primary that crashes during a backup \
+     may need backup_label moved away by hand before it starts again.";
+pub const PRELOAD_HINT: &str = "Add pg_exclusive_backup to shared_preload_libraries and restart the server: \
+     labels then say \"BACKUP METHOD: streamed\", so that restored copies are recovered as pg_basebackup's \
+     are, and the postmaster keeps the primary's own label from its startup process.";
+
+/// _PG_init.
+pub fn init() -> Result<()> {
+    // SAFETY: plain shim calls; the closures own nothing.
+    unsafe { guarded(|| pg::peb_define_settings()) }?;
+    // SAFETY: reads a server flag.
+    if unsafe { pg::peb_preload_in_progress() } {
+        PRELOADED.store(true, Ordering::Relaxed);
+        // SAFETY: sets hook pointers; called once, from _PG_init.
+        unsafe { pg::peb_install_preload_hooks() };
+    // SAFETY: reads a server flag.
+    } else if unsafe { pg::peb_creating_extension() } {
+        report(
+            Level::Warning,
+            "pg_exclusive_backup is not in shared_preload_libraries",
+            Some(WITHOUT_PRELOAD),
+            Some(PRELOAD_HINT),
+        );
+    }
+    Ok(())
+}
+
+/// The BACKUP METHOD pg_start_backup writes (pg_exclusive_backup.label_method).
+pub fn label_method() -> Method {
+    // SAFETY: reads a setting variable.
+    match unsafe { pg::peb_label_method_setting() } as u32 {
+        pg::PEB_METHOD_STREAMED => Method::Streamed,
+        pg::PEB_METHOD_PG_START_BACKUP => Method::Exclusive,
+        _ if preloaded() => Method::Streamed,
+        _ => Method::Exclusive,
+    }
+}
+
+pub fn require_preload() -> bool {
+    // SAFETY: reads a setting variable.
+    unsafe { pg::peb_require_preload_setting() }
+}
+
+// ---------------------------------------------------------------------
+// Shared memory
+// ---------------------------------------------------------------------
+
+/// The running exclusive backup's start (TimestampTz), or NO_BACKUP.
+/// Written only with the lock file held, right after backup_label appeared
+/// or was taken away; each restart begins with no backup, since the
+/// postmaster has just renamed any label of this primary's.
+#[repr(C)]
+struct Shared {
+    start_time: AtomicI64,
+}
+
+const NO_BACKUP: i64 = i64::MIN;
+
+static SHARED: AtomicPtr<Shared> = AtomicPtr::new(std::ptr::null_mut());
+
+#[no_mangle]
+extern "C" fn peb_shared_size() -> usize {
+    std::mem::size_of::<Shared>()
+}
+
+#[no_mangle]
+extern "C" fn peb_shared_attached(shared: *mut std::ffi::c_void, found: bool) {
+    let shared = shared as *mut Shared;
+    if !found {
+        // SAFETY: ShmemInitStruct returned at least size_of::<Shared>()
+        // MAXALIGNed bytes, new and ours alone so far.
+        unsafe {
+            shared.write(Shared {
+                start_time: AtomicI64::new(NO_BACKUP),
+            })
+        };
+    }
+    SHARED.store(shared, Ordering::Release);
+}
+
+fn shared() -> Option<&'static Shared> {
+    if !preloaded() {
+        return None;
+    }
+    // SAFETY: set once per postmaster life before any backend exists, and
+    // mapped for as long as this process lives.
+    unsafe { SHARED.load(Ordering::Acquire).as_ref() }
+}
+
+/// In preload mode, `Some` with the running backup's start (TimestampTz),
+/// if one runs; `None` without preload mode.
+pub fn running_backup() -> Option<Option<i64>> {
+    let t = shared()?.start_time.load(Ordering::Acquire);
+    Some((t != NO_BACKUP).then_some(t))
+}
+
+/// Records in shared memory that a backup started (its TimestampTz) or
+/// ended (`None`); the caller holds the lock file.
+pub fn set_running_backup(start: Option<i64>) {
+    if let Some(s) = shared() {
+        s.start_time.store(start.unwrap_or(NO_BACKUP), Ordering::Release);
+    }
+}
+
+// ---------------------------------------------------------------------
+// The postmaster's side
+// ---------------------------------------------------------------------
+
+/// Set when the start was refused, so that the exit that follows the FATAL
+/// does not judge again.
+static REFUSED: AtomicBool = AtomicBool::new(false);
+static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// What made the postmaster end the backup: the words of its log line.
+#[derive(Clone, Copy)]
+enum Occasion {
+    FirstStart,
+    CrashRestart,
+    Exit,
+}
+
+struct Found {
+    verdict: Verdict,
+    content: Vec<u8>,
+    id: Option<FileId>,
+}
+
+fn exists(name: &str) -> bool {
+    std::fs::symlink_metadata(data_dir().join(name)).is_ok()
+}
+
+fn look() -> Found {
+    let signal = exists("recovery.signal") || exists("standby.signal");
+    let label = match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES) {
+        Ok(Some(text)) => match files::file_id(&data_dir().join(BACKUP_LABEL)) {
+            Ok(id) => Some((text, id)),
+            Err(_) => None,
+        },
+        Ok(None) => None,
+        // Not a regular file, too big, unreadable: not a label we wrote.
+        Err(_) if !signal => {
+            return Found {
+                verdict: Verdict::NotOurs,
+                content: Vec::new(),
+                id: None,
+            }
+        }
+        Err(_) => None,
+    };
+    let record = match files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES) {
+        Ok(Some(bytes)) => Some(Ok(bytes)),
+        Ok(None) => None,
+        Err(e) => Some(Err(e.to_string())),
+    };
+    let verdict = state::judge(signal, label.as_ref().map(|(t, id)| (t.as_slice(), *id)), record);
+    let (content, id) = label.map_or((Vec::new(), None), |(t, id)| (t, Some(id)));
+    Found { verdict, content, id }
+}
+
+fn describe(label: &BackupLabel) -> String {
+    format!(
+        "exclusive backup \"{}\" started at {}",
+        server::text_for_message(&label.label),
+        label.start_time
+    )
+}
+
+/// A FATAL for the C half to raise once no Rust frame is left.
+struct Refusal {
+    message: String,
+    detail: String,
+    hint: String,
+}
+
+fn undecidable(label: &BackupLabel, why: &str) -> Refusal {
+    Refusal {
+        message: format!(
+            "pg_exclusive_backup cannot tell whether \"{BACKUP_LABEL}\" is this server's own or a restored backup's"
+        ),
+        detail: format!("\"{BACKUP_LABEL}\" is the label of the {}, but {why}.", describe(label)),
+        hint: format!(
+            "If this data directory is a restored backup, create \"recovery.signal\" (or \"standby.signal\") \
+             in it and start the server again. If it is the primary that was running this backup, the backup \
+             is void: rename \"{BACKUP_LABEL}\" to \"{BACKUP_LABEL_OLD}\" (and \"{TABLESPACE_MAP}\" to \
+             \"{TABLESPACE_MAP_OLD}\", if there is one) and start the server again. Never do that in a \
+             restored backup."
+        ),
+    }
+}
+
+/// Renames backup_label and tablespace_map to `.old`, durably, logging as
+/// PostgreSQL 14 did, and records the outcome. `Err` when backup_label
+/// itself could not be renamed (the message has been logged).
+fn cancel(
+    label: &BackupLabel,
+    content: &[u8],
+    id: Option<FileId>,
+    occasion: Occasion,
+) -> std::result::Result<(), String> {
+    let failed = |e: &str| {
+        report(
+            Level::Warning,
+            "online backup mode was not canceled",
+            Some(&format!(
+                "File \"{BACKUP_LABEL}\" could not be renamed to \"{BACKUP_LABEL_OLD}\": {e}."
+            )),
+            None,
+        );
+        e.to_string()
+    };
+    match files::rename(data_dir(), BACKUP_LABEL, BACKUP_LABEL_OLD) {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(e) => return Err(failed(&e.to_string())),
+    }
+    let map = if exists(TABLESPACE_MAP) {
+        Some(files::rename(data_dir(), TABLESPACE_MAP, TABLESPACE_MAP_OLD))
+    } else {
+        None
+    };
+    match map {
+        None => report(
+            Level::Log,
+            "online backup mode canceled",
+            Some(&format!(
+                "File \"{BACKUP_LABEL}\" was renamed to \"{BACKUP_LABEL_OLD}\"."
+            )),
+            None,
+        ),
+        Some(Ok(_)) => report(
+            Level::Log,
+            "online backup mode canceled",
+            Some(&format!(
+                "Files \"{BACKUP_LABEL}\" and \"{TABLESPACE_MAP}\" were renamed to \"{BACKUP_LABEL_OLD}\" and \
+                 \"{TABLESPACE_MAP_OLD}\", respectively."
+            )),
+            None,
+        ),
+        Some(Err(e)) => report(
+            Level::Warning,
+            "online backup mode canceled",
+            Some(&format!(
+                "File \"{BACKUP_LABEL}\" was renamed to \"{BACKUP_LABEL_OLD}\", but file \"{TABLESPACE_MAP}\" \
+                 could not be renamed to \"{TABLESPACE_MAP_OLD}\": {}.",
+                e
+            )),
+            None,
+        ),
+    }
+    let why = match occasion {
+        Occasion::FirstStart => "the server had not been shut down cleanly",
+        Occasion::CrashRestart => "a server process crashed and the server restarted",
+        Occasion::Exit => "the server shut down",
+    };
+    report(
+        Level::Log,
+        &format!("pg_exclusive_backup: the {} was ended: {why}", describe(label)),
+        Some("The copy taken during this backup is not a valid backup. Take a new one with pg_start_backup()."),
+        None,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let record = Record {
+        label_file: id.unwrap_or(FileId {
+            dev: 0,
+            ino: 0,
+            birth: None,
+        }),
+        outcome: Outcome::EndedByRestart { at: now },
+        label: content.to_vec(),
+    };
+    if let Err(e) = files::replace(data_dir(), STATE_FILE, &record.to_bytes()) {
+        report(
+            Level::Warning,
+            &format!("pg_exclusive_backup could not record the end of the backup in \"{STATE_FILE}\""),
+            Some(&e.to_string()),
+            None,
+        );
+    }
+    Ok(())
+}
+
+fn starting() -> std::result::Result<(), Refusal> {
+    let occasion = if STARTS.fetch_add(1, Ordering::Relaxed) == 0 {
+        Occasion::FirstStart
+    } else {
+        Occasion::CrashRestart
+    };
+    let found = look();
+    match found.verdict {
+        Verdict::NoLabel | Verdict::Recovery | Verdict::NotOurs => Ok(()),
+        Verdict::Copy => {
+            if let Ok(parsed) = label::parse(&found.content) {
+                report(
+                    Level::Log,
+                    &format!(
+                        "pg_exclusive_backup: \"{BACKUP_LABEL}\" is a copy of the label of the {}, not this \
+                         server's own; recovery will use it",
+                        describe(&parsed)
+                    ),
+                    None,
+                    None,
+                );
+            }
+            Ok(())
+        }
+        Verdict::Live(label) => cancel(&label, &found.content, found.id, occasion).map_err(|e| Refusal {
+            message: format!("could not rename file \"{BACKUP_LABEL}\" to \"{BACKUP_LABEL_OLD}\": {e}"),
+            detail: format!(
+                "\"{BACKUP_LABEL}\" is the label of the {}, which this server was running; the startup \
+                 process would take it for a restored backup's.",
+                describe(&label)
+            ),
+            hint: format!(
+                "Rename \"{BACKUP_LABEL}\" to \"{BACKUP_LABEL_OLD}\" (and \"{TABLESPACE_MAP}\" to \
+                 \"{TABLESPACE_MAP_OLD}\", if there is one) and start the server again."
+            ),
+        }),
+        Verdict::Undecidable { label, why } => Err(undecidable(&label, &why)),
+    }
+}
+
+fn copy_out(text: &str, buf: *mut c_char, len: usize) {
+    if buf.is_null() || len == 0 {
+        return;
+    }
+    let mut n = text.len().min(len - 1);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    // SAFETY: `buf` has room for `len` bytes, of which we write n + 1.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, n);
+        *buf.add(n) = 0;
+    }
+}
+
+/// The shmem startup hook's judgement, in the postmaster or a single-user
+/// backend. `false`: the caller raises FATAL with the texts written into
+/// the three buffers of `len` bytes each.
+#[no_mangle]
+extern "C" fn peb_postmaster_starting(
+    message: *mut c_char,
+    detail: *mut c_char,
+    hint: *mut c_char,
+    len: usize,
+) -> bool {
+    let refusal = match std::panic::catch_unwind(starting) {
+        Ok(Ok(())) => return true,
+        Ok(Err(r)) => r,
+        Err(_) => Refusal {
+            message: "pg_exclusive_backup failed while checking backup_label".into(),
+            detail: String::new(),
+            hint: "Report this as a bug; see the server log.".into(),
+        },
+    };
+    REFUSED.store(true, Ordering::Relaxed);
+    copy_out(&refusal.message, message, len);
+    copy_out(&refusal.detail, detail, len);
+    copy_out(&refusal.hint, hint, len);
+    false
+}
+
+/// The postmaster's exit callback.
+#[no_mangle]
+extern "C" fn peb_postmaster_exiting() {
+    if REFUSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| {
+        let found = look();
+        match found.verdict {
+            Verdict::Live(label) => {
+                let _ = cancel(&label, &found.content, found.id, Occasion::Exit);
+            }
+            Verdict::Undecidable { label, why } => {
+                let r = undecidable(&label, &why);
+                report(Level::Warning, &r.message, Some(&r.detail), Some(&r.hint));
+            }
+            _ => {}
+        }
+    });
+}
