@@ -50,6 +50,10 @@ pub const PRELOAD_HINT: &str = "Add pg_exclusive_backup to shared_preload_librar
      labels then say \"BACKUP METHOD: streamed\", so that restored copies are recovered as pg_basebackup's \
      are, and the postmaster keeps the primary's own label from its startup process.";
 
+/// The short form, for every pg_start_backup without preload mode.
+pub const NOTICE_HINT: &str = "In preload mode a restored copy of this backup would be consistent only at its \
+     end, as a pg_basebackup copy is, and the primary would restart by itself after a crash during it.";
+
 /// _PG_init.
 pub fn init() -> Result<()> {
     // SAFETY: plain shim calls; the closures own nothing.

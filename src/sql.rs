@@ -180,8 +180,8 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
             report(
                 Level::Notice,
                 "pg_exclusive_backup is not in shared_preload_libraries",
-                Some(postmaster::WITHOUT_PRELOAD),
-                Some(postmaster::PRELOAD_HINT),
+                None,
+                Some(postmaster::NOTICE_HINT),
             );
         }
     }

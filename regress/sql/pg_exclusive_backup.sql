@@ -62,3 +62,19 @@ SELECT labelfile LIKE '%LABEL: non-exclusive beside it%' AS nonexclusive_label,
 SELECT pg_is_in_backup() AS exclusive_still_running;
 SELECT pg_stop_backup(false) IS NOT NULL AS stopped_without_waiting;
 SELECT pg_backup_stop();
+
+-- Settings. Without preload mode, labels say pg_start_backup unless asked;
+-- a streamed label without preload mode is written, with a warning.
+SHOW pg_exclusive_backup.label_method;
+SHOW pg_exclusive_backup.require_preload;
+SET pg_exclusive_backup.label_method = streamed;
+SELECT pg_start_backup('streamed without preload', true) IS NOT NULL AS started;
+SELECT pg_read_file('backup_label') LIKE '%BACKUP METHOD: streamed%START EPOCH: %' AS streamed_label;
+SELECT pg_is_in_backup();
+SELECT pg_stop_backup(false) IS NOT NULL AS stopped;
+RESET pg_exclusive_backup.label_method;
+SET pg_exclusive_backup.label_method = 'somehow';
+-- Only the configuration file sets require_preload.
+SET pg_exclusive_backup.require_preload = on;
+-- The prefix is reserved: a misspelt setting is an error, not a placeholder.
+SET pg_exclusive_backup.label_methd = streamed;
