@@ -452,6 +452,16 @@ impl Cluster {
         Cluster::with_root(root, settings)
     }
 
+    /// A cluster (not started) whose data directory is a copy of all of
+    /// `files` but postmaster.pid (pg_wal included, as a file-level copy of
+    /// a data directory holds it).
+    pub fn from_image(files: &Path, settings: &[&str]) -> Cluster {
+        let root = Cluster::new_root();
+        copy_tree(files, &root.join("data"));
+        let _ = fs::remove_file(root.join("data/postmaster.pid"));
+        Cluster::with_root(root, settings)
+    }
+
     /// A running hot standby of `primary`, made with pg_basebackup -R.
     pub fn standby_of(primary: &Cluster, settings: &[&str]) -> Cluster {
         let root = Cluster::new_root();

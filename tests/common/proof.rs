@@ -424,3 +424,69 @@ impl Drop for ModeGuard {
 pub fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
+
+/// `shared_preload_libraries` for preload mode.
+pub const PRELOAD: &str = "shared_preload_libraries = 'pg_exclusive_backup'";
+
+/// Kills the postmaster and every process of the cluster with SIGKILL, as
+/// the OOM killer or a power loss would, and waits until they are gone.
+pub fn kill_all_server_processes(c: &Cluster) {
+    let pid_file = c.read_string("postmaster.pid").expect("postmaster.pid");
+    let postmaster: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+    let children = children_of(postmaster);
+    // SAFETY: plain system calls.
+    unsafe { libc::kill(postmaster, libc::SIGKILL) };
+    for child in &children {
+        // SAFETY: as above.
+        unsafe { libc::kill(*child, libc::SIGKILL) };
+    }
+    // Gone, not just dead: a new postmaster takes a zombie with the pid of
+    // postmaster.pid for a running one.
+    wait_until("the killed server's processes to go", Duration::from_secs(60), || {
+        std::iter::once(&postmaster)
+            .chain(children.iter())
+            .all(|p| !Path::new(&format!("/proc/{p}")).exists())
+    });
+}
+
+/// The pids whose parent is `parent`.
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            let after = stat.rsplit(')').next().unwrap_or("");
+            let ppid = after.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok());
+            if ppid == Some(parent) {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+/// pg_controldata's output for the cluster (stopped or running).
+pub fn controldata(c: &Cluster) -> String {
+    let out = super::run_ok(c.install().command("pg_controldata").arg(c.data_dir()));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails unless pg_control records no backup being restored.
+#[track_caller]
+pub fn assert_no_backup_in_pg_control(c: &Cluster, when: &str) {
+    let cd = controldata(c);
+    for (key, want) in [
+        ("Backup start location:", "0/0"),
+        ("Backup end location:", "0/0"),
+        ("End-of-backup record required:", "no"),
+    ] {
+        let v = cd
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in pg_controldata:\n{cd}"))
+            .trim();
+        assert_eq!(v, want, "{when}: pg_control's {key}\n{cd}");
+    }
+}

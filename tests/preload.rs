@@ -1,0 +1,480 @@
+//! Preload mode (the library in shared_preload_libraries): whatever ends
+//! the server during an exclusive backup, the primary starts again by
+//! itself and its pg_control stays clean; a copy of the data directory is
+//! recovered as a pg_basebackup copy is; and when the postmaster cannot
+//! tell the primary's own label from a copy's, it refuses to start and
+//! says what to do.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::proof::*;
+use common::*;
+use postgres::Client;
+
+/// A running preloaded cluster with the extension, WAL archiving into
+/// `archive/` beside the data directory (restore_command reads it back),
+/// and a WAL size small enough for checkpoints to recycle segments.
+fn preloaded(extra: &[&str]) -> (Cluster, Client) {
+    let mut settings = vec![
+        PRELOAD,
+        "wal_level = replica",
+        "archive_mode = on",
+        "max_wal_size = 32MB",
+        "min_wal_size = 32MB",
+        "wal_keep_size = 0",
+    ];
+    settings.extend_from_slice(extra);
+    let mut c = Cluster::init(&settings);
+    let archive = c.make_dir("archive");
+    c.append_conf(&[
+        &format!("archive_command = 'cp %p {}/%f'", archive.display()),
+        &format!("restore_command = 'cp {}/%f %p'", archive.display()),
+    ]);
+    c.start();
+    c.create_extension();
+    let s = c.connect();
+    (c, s)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Ending {
+    BackendKilled,
+    Immediate,
+    Fast,
+    Smart,
+    PostmasterKilled,
+}
+
+/// Ends the server as `how` says and brings it back; a new session.
+fn end_and_restart(c: &mut Cluster, s: Client, how: Ending) -> Client {
+    match how {
+        Ending::BackendKilled => {
+            let mut victim = c.connect();
+            let pid = pid_of(&mut victim);
+            let from = log_len(c);
+            // SAFETY: plain system call.
+            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+            wait_until("the crash restart", Duration::from_secs(60), || {
+                log_since(c, from).contains("database system is ready to accept connections")
+            });
+            drop((s, victim));
+        }
+        Ending::Immediate | Ending::Fast | Ending::Smart => {
+            drop(s);
+            let mode = format!("{how:?}").to_lowercase();
+            stop_mode(c, &mode);
+            c.start();
+        }
+        Ending::PostmasterKilled => {
+            drop(s);
+            kill_all_server_processes(c);
+            c.start();
+        }
+    }
+    connect_retry(c, Duration::from_secs(60))
+}
+
+/// Makes checkpoints recycle the WAL file the backup started in.
+fn recycle_start_segment(c: &Cluster, s: &mut Client, start_file: &str) {
+    s.batch_execute("CREATE TABLE IF NOT EXISTS filler (x text)").unwrap();
+    wait_until("the start segment to be recycled", Duration::from_secs(120), || {
+        s.batch_execute(
+            "INSERT INTO filler SELECT repeat('x', 1000) FROM generate_series(1, 2000);
+             SELECT pg_switch_wal(); CHECKPOINT",
+        )
+        .unwrap();
+        !c.exists(&format!("pg_wal/{start_file}"))
+    });
+}
+
+/// Archive recovery of the data directory (recovery.signal, WAL from the
+/// archive, then promotion): what PITR or a rebuilt standby does later. A
+/// backup start left in pg_control would stop it with "WAL ends before end
+/// of online backup".
+fn archive_recovery(c: &mut Cluster) -> Client {
+    stop_mode(c, "fast");
+    c.write("recovery.signal", b"");
+    let from = log_len(c);
+    c.start();
+    let mut s = connect_retry(c, Duration::from_secs(60));
+    wait_recovery_done(&mut s, Duration::from_secs(60));
+    let log = log_since(c, from);
+    assert!(log.contains("archive recovery complete"), "{log}");
+    assert!(!log.contains("WAL ends before end of online backup"), "{log}");
+    assert!(!log.contains("backup recovery"), "{log}");
+    assert_no_backup_in_pg_control(c, "after archive recovery");
+    s
+}
+
+/// Every way the server can go down during a backup, with the start
+/// checkpoint's WAL still there and recycled: the primary comes back by
+/// itself, the label is backup_label.old, pg_control has no backup start,
+/// pg_stop_backup reports the restart, and a later archive recovery of the
+/// data directory works.
+#[test]
+fn the_primary_restarts_by_itself_whatever_ends_the_server() {
+    let (mut c, mut s) = preloaded(&[]);
+    let mut outcomes = Vec::new();
+    for how in [
+        Ending::BackendKilled,
+        Ending::Immediate,
+        Ending::Fast,
+        Ending::Smart,
+        Ending::PostmasterKilled,
+    ] {
+        for recycled in [false, true] {
+            let t = Instant::now();
+            let label = format!("{how:?}, recycled: {recycled}");
+            start_backup(&mut s, &label);
+            let text = c.read_string("backup_label").unwrap();
+            assert!(text.contains("\nBACKUP METHOD: streamed\n"), "{text}");
+            let start_file = walfile_of(&mut s, label_lsn(&text, "START WAL LOCATION"));
+            if recycled {
+                recycle_start_segment(&c, &mut s, &start_file);
+            }
+            let from = log_len(&c);
+            s = end_and_restart(&mut c, s, how);
+            let log = log_since(&c, from);
+            assert!(log.contains("LOG:  online backup mode canceled"), "{label}:\n{log}");
+            assert!(
+                log.contains("DETAIL:  File \"backup_label\" was renamed to \"backup_label.old\"."),
+                "{label}:\n{log}"
+            );
+            assert!(log.contains(&format!("\"{label}\" started at")), "{label}:\n{log}");
+            for bad in [
+                "backup recovery",
+                "WAL ends before end of online backup",
+                "could not locate required checkpoint record",
+                "startup process",
+            ] {
+                assert!(!log.contains(bad), "{label}: {bad}\n{log}");
+            }
+            assert!(!c.exists("backup_label"), "{label}");
+            assert_eq!(c.read_string("backup_label.old").as_deref(), Some(text.as_str()), "{label}");
+            assert_no_backup_in_pg_control(&c, &label);
+            assert!(!in_backup(&mut s), "{label}");
+            let e = db_error(s.query_one("SELECT pg_stop_backup()", &[]), NOT_READY);
+            assert_eq!(e.message(), "exclusive backup not in progress");
+            let detail = e.detail().unwrap_or_default().to_string();
+            assert!(
+                detail.contains(&format!("\"{label}\" started at")) && detail.contains("ended by a server restart"),
+                "{label}: {detail}"
+            );
+            s = archive_recovery(&mut c);
+            assert_log_has_no_crash_but_kills(&c);
+            outcomes.push(format!("{label}: restarted, label renamed, archive recovery ok ({:.1} s)", secs(t)));
+        }
+    }
+    for o in outcomes {
+        eprintln!("{o}");
+    }
+}
+
+/// The only process deaths in the log are the ones the test caused.
+fn assert_log_has_no_crash_but_kills(c: &Cluster) {
+    assert_no_crash(&c.log(), &["was terminated by signal 9: Killed"]);
+}
+
+/// What `log` says a recovery's consistent point was.
+fn consistent_at(log: &str) -> Option<u64> {
+    let line = line_with(log, "consistent recovery state reached at ")?;
+    let lsn = line.split("consistent recovery state reached at ").nth(1)?;
+    Some(parse_lsn(lsn.trim().trim_end_matches('.')))
+}
+
+/// A copy taken during the backup is judged at the backup's end: with
+/// recovery.signal, with recovery_target = 'immediate', as a hot standby
+/// (which refuses connections until then), and started without any of it
+/// (which refuses to come up), while the primary runs on.
+#[test]
+fn copies_are_consistent_only_at_the_end_of_the_backup() {
+    let (c, mut s) = preloaded(&[]);
+    s.batch_execute("CREATE TABLE marks (n int); INSERT INTO marks VALUES (0)")
+        .unwrap();
+    start_backup(&mut s, "for the copies");
+    s.batch_execute("INSERT INTO marks VALUES (1)").unwrap();
+    // A file-level copy of everything, pg_wal included.
+    let image = c.root().join("image");
+    copy_tree(c.data_dir(), &image);
+    s.batch_execute("INSERT INTO marks VALUES (2)").unwrap();
+
+    // A hot standby of the copy, started before the backup ends.
+    let standby = Cluster::from_image(&image, &["hot_standby = on"]);
+    standby.write("standby.signal", b"");
+    let out = standby.pg_ctl_for(10, &["start", "-W"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until("the standby to start replaying", Duration::from_secs(60), || {
+        standby.log().contains("redo starts at")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let refused = postgres::Config::new()
+        .host("127.0.0.1")
+        .port(standby.port())
+        .user("postgres")
+        .dbname("postgres")
+        .connect(postgres::NoTls);
+    let e = refused.err().expect("the standby of an unfinished copy accepts connections");
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().clone()),
+        Some(postgres::error::SqlState::CANNOT_CONNECT_NOW),
+        "{e}"
+    );
+    assert!(consistent_at(&standby.log()).is_none(), "{}", standby.log());
+
+    let stop_lsn = stop_backup(&mut s, true);
+    s.batch_execute("SELECT pg_switch_wal()").unwrap();
+    let mut hs = connect_retry(&standby, Duration::from_secs(90));
+    let at = consistent_at(&standby.log()).expect("consistent point of the standby");
+    assert!(at >= stop_lsn, "standby consistent at {at:X}, before the stop at {stop_lsn:X}");
+    let n: i64 = hs.query_one("SELECT count(*) FROM marks", &[]).unwrap().get(0);
+    assert_eq!(n, 3);
+    drop(hs);
+    eprintln!("hot standby: refused connections, then consistent at {at:X} (stop at {stop_lsn:X})");
+
+    // recovery.signal: consistent at the stop, then on to the archive's end.
+    let mut pitr = Cluster::from_image(&image, &[]);
+    pitr.write("recovery.signal", b"");
+    pitr.start();
+    let mut p = connect_retry(&pitr, Duration::from_secs(60));
+    wait_recovery_done(&mut p, Duration::from_secs(60));
+    let at = consistent_at(&pitr.log()).expect("consistent point");
+    assert!(at >= stop_lsn, "consistent at {at:X}, before the stop at {stop_lsn:X}");
+    eprintln!("recovery.signal: consistent at {at:X} (stop at {stop_lsn:X})");
+
+    // recovery_target = 'immediate': stops at the consistent point, which
+    // is the backup's end, and promotes.
+    let mut imm = Cluster::from_image(
+        &image,
+        &["recovery_target = 'immediate'", "recovery_target_action = 'promote'"],
+    );
+    imm.write("recovery.signal", b"");
+    imm.start();
+    let mut i = connect_retry(&imm, Duration::from_secs(60));
+    wait_recovery_done(&mut i, Duration::from_secs(60));
+    let log = imm.log();
+    assert!(log.contains("recovery stopping after reaching consistency"), "{log}");
+    let at = consistent_at(&log).expect("consistent point");
+    assert!(at >= stop_lsn, "immediate target at {at:X}, before the stop at {stop_lsn:X}");
+    let n: i64 = i.query_one("SELECT count(*) FROM marks", &[]).unwrap().get(0);
+    assert_eq!(n, 3, "rows written before the stop");
+    eprintln!("recovery_target = 'immediate': promoted at {at:X} (stop at {stop_lsn:X})");
+
+    // No recovery configuration: the server refuses rather than come up
+    // inconsistent, and the postmaster has not touched the copy's label.
+    let bare = Cluster::from_image(&image, &[]);
+    let out = try_start(&bare);
+    assert!(!out.status.success(), "a copy without recovery configuration started");
+    let log = bare.log();
+    assert!(log.contains("WAL ends before end of online backup"), "{log}");
+    assert!(log.contains("is a copy of the label"), "{log}");
+    assert!(!log.contains("online backup mode canceled"), "{log}");
+    eprintln!("no signal file: refused with \"WAL ends before end of online backup\"");
+
+    // The primary ran on through all of it.
+    let n: i64 = s.query_one("SELECT count(*) FROM marks", &[]).unwrap().get(0);
+    assert_eq!(n, 3);
+    c.assert_log_clean();
+}
+
+/// Creates `dir/name` with `content`, trying first to give it inode number
+/// `ino` (freed just before): files are created until one gets it. Returns
+/// whether it did.
+fn create_reusing_inode(dir: &Path, name: &str, content: &[u8], ino: u64) -> bool {
+    let mut probes = Vec::new();
+    let mut got = None;
+    for n in 0..2000 {
+        let p = dir.join(format!("probe.{n}"));
+        fs::write(&p, b"").unwrap();
+        if fs::metadata(&p).unwrap().ino() == ino {
+            got = Some(p);
+            break;
+        }
+        probes.push(p);
+    }
+    for p in probes {
+        fs::remove_file(p).unwrap();
+    }
+    let reused = got.is_some();
+    let file = got.unwrap_or_else(|| dir.join("probe.label"));
+    fs::write(&file, content).unwrap();
+    fs::rename(&file, dir.join(name)).unwrap();
+    reused
+}
+
+/// A copy restored into a fresh directory on the same file system right
+/// after pg_stop_backup, its label given the inode number the primary's
+/// label had: still a copy (another birth time), recovered as such.
+#[test]
+fn a_restore_reusing_the_labels_inode_number_is_still_a_copy() {
+    let (c, mut s) = preloaded(&[]);
+    start_backup(&mut s, "inode reuse");
+    let ino = fs::metadata(c.path("backup_label")).unwrap().ino();
+    let image = c.root().join("image");
+    copy_tree(c.data_dir(), &image);
+    stop_backup(&mut s, false);
+    assert!(!c.exists("backup_label"));
+
+    // The restore: the label first, then everything else moved in from a
+    // staging copy on the same file system.
+    let fresh = Cluster::init(&[]);
+    let data = fresh.data_dir().to_path_buf();
+    fs::remove_dir_all(&data).unwrap();
+    fs::create_dir(&data).unwrap();
+    fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).unwrap();
+    c.install().chown(&data);
+    let label = fs::read(image.join("backup_label")).unwrap();
+    let reused = create_reusing_inode(&data, "backup_label", &label, ino);
+    c.install().chown(&data.join("backup_label"));
+    let staging = fresh.root().join("staging");
+    copy_tree(&image, &staging);
+    for e in fs::read_dir(&staging).unwrap().flatten() {
+        let name = e.file_name();
+        if name != "backup_label" && name != "postmaster.pid" {
+            fs::rename(e.path(), data.join(&name)).unwrap();
+        }
+    }
+    fresh.append_conf(&[
+        &format!("port = {}", fresh.port()),
+        &format!("unix_socket_directories = '{}'", fresh.root().display()),
+    ]);
+    eprintln!("label inode {ino} reused by the restore: {reused}");
+    let out = try_start(&fresh);
+    assert!(!out.status.success(), "a copy without recovery configuration started");
+    let log = fresh.log();
+    assert!(log.contains("is a copy of the label"), "{log}");
+    assert!(log.contains("WAL ends before end of online backup"), "{log}");
+    assert!(!log.contains("online backup mode canceled"), "{log}");
+}
+
+use std::os::unix::fs::PermissionsExt;
+
+/// The postmaster was killed during the backup and the record that tells
+/// the primary's label from a copy's is gone: the start stops in the
+/// postmaster with instructions, before the startup process could touch
+/// pg_control; following them, the server starts.
+#[test]
+fn an_undecidable_label_stops_the_start_with_instructions() {
+    let (mut c, mut s) = preloaded(&[]);
+    start_backup(&mut s, "undecidable");
+    drop(s);
+    kill_all_server_processes(&c);
+    fs::remove_file(c.path("pg_exclusive_backup.state")).unwrap();
+    let from = log_len(&c);
+    let out = try_start(&c);
+    assert!(!out.status.success(), "started without deciding");
+    let log = log_since(&c, from);
+    assert!(
+        log.contains(
+            "FATAL:  pg_exclusive_backup cannot tell whether \"backup_label\" is this server's own or a restored backup's"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("HINT:  If this data directory is a restored backup, create \"recovery.signal\""), "{log}");
+    assert!(!log.contains("backup recovery"), "{log}");
+    assert!(c.exists("backup_label"), "the label must stay for the DBA to decide");
+    assert_no_backup_in_pg_control(&c, "after the refused start");
+    // The hint, for the primary.
+    fs::rename(c.path("backup_label"), c.path("backup_label.old")).unwrap();
+    c.start();
+    let mut s = c.connect();
+    assert!(!in_backup(&mut s));
+    assert_no_backup_in_pg_control(&c, "after the start");
+    // And a recovery.signal in place means "a restore": never touched.
+    start_backup(&mut s, "restore");
+    drop(s);
+    kill_all_server_processes(&c);
+    c.write("recovery.signal", b"");
+    c.write("pg_exclusive_backup.state", b"garbage");
+    let from = log_len(&c);
+    let _ = try_start(&c);
+    let log = log_since(&c, from);
+    assert!(!log.contains("pg_exclusive_backup cannot tell"), "{log}");
+    assert!(!log.contains("online backup mode canceled"), "{log}");
+    assert!(log.contains("starting backup recovery"), "{log}");
+}
+
+/// postgres --single (which pg_rewind runs on a target that was not shut
+/// down cleanly) on a preloaded cluster whose postmaster was killed during
+/// a backup: the label is renamed before the standalone backend recovers.
+#[test]
+fn single_user_mode_renames_the_primarys_label_first() {
+    let (mut c, mut s) = preloaded(&[]);
+    start_backup(&mut s, "single user");
+    let start_file = {
+        let text = c.read_string("backup_label").unwrap();
+        walfile_of(&mut s, label_lsn(&text, "START WAL LOCATION"))
+    };
+    recycle_start_segment(&c, &mut s, &start_file);
+    drop(s);
+    kill_all_server_processes(&c);
+    let out = run(c
+        .install()
+        .command("postgres")
+        .args(["--single", "-D"])
+        .arg(c.data_dir())
+        .args(["-c", "log_min_messages=log", "postgres"])
+        .stdin(std::process::Stdio::null()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("online backup mode canceled"), "{err}");
+    assert!(!err.contains("backup recovery"), "{err}");
+    assert!(c.exists("backup_label.old") && !c.exists("backup_label"));
+    assert_no_backup_in_pg_control(&c, "after single-user mode");
+    c.start();
+    let mut s = c.connect();
+    let e = db_error(s.query_one("SELECT pg_stop_backup()", &[]), NOT_READY);
+    assert!(e.detail().unwrap_or_default().contains("ended by a server restart"));
+}
+
+/// In preload mode monitoring reads shared memory: with backup_label
+/// moved away behind the server's back it still answers, and a
+/// label_method setting still decides the label's method.
+#[test]
+fn monitoring_answers_from_shared_memory() {
+    let (c, mut s) = preloaded(&[]);
+    assert!(!in_backup(&mut s));
+    s.batch_execute("SET pg_exclusive_backup.label_method = pg_start_backup").unwrap();
+    start_backup(&mut s, "monitored");
+    let text = c.read_string("backup_label").unwrap();
+    assert!(text.contains("\nBACKUP METHOD: pg_start_backup\n"), "{text}");
+    let t0 = start_time_in(&mut s, "UTC");
+    fs::rename(c.path("backup_label"), c.root().join("aside")).unwrap();
+    let mut other = c.connect();
+    assert!(in_backup(&mut other), "answered from the file system");
+    assert_eq!(start_time_in(&mut other, "UTC"), t0);
+    fs::rename(c.root().join("aside"), c.path("backup_label")).unwrap();
+    stop_backup(&mut s, false);
+    assert!(!in_backup(&mut other));
+    assert_eq!(start_time_in(&mut other, "UTC"), None);
+}
+
+/// Without preload mode: CREATE EXTENSION warns and each pg_start_backup
+/// notes what preload mode adds; require_preload makes the start refuse.
+#[test]
+fn without_preload_mode_the_start_says_what_it_would_add() {
+    let mut c = Cluster::init(&[]);
+    c.start();
+    let (mut s, notices) = c.connect_with_notices();
+    s.batch_execute("CREATE EXTENSION pg_exclusive_backup").unwrap();
+    start_backup(&mut s, "plain");
+    stop_backup(&mut s, false);
+    let seen = notices.lock().unwrap().clone();
+    let ours = seen
+        .iter()
+        .filter(|m| *m == "pg_exclusive_backup is not in shared_preload_libraries")
+        .count();
+    assert_eq!(ours, 2, "one warning at CREATE EXTENSION, one notice at the start: {seen:?}");
+    // The warning reaches the server log too, with its hint.
+    let log = c.log();
+    assert!(log.contains("WARNING:  pg_exclusive_backup is not in shared_preload_libraries"), "{log}");
+    assert!(log.contains("HINT:  Add pg_exclusive_backup to shared_preload_libraries"), "{log}");
+    reload_setting(&c, "pg_exclusive_backup.require_preload", "on");
+    let e = db_error(s.query_one("SELECT pg_start_backup('refused')", &[]), NOT_READY);
+    assert!(e.message().contains("shared_preload_libraries"), "{}", e.message());
+    assert!(!c.exists("backup_label"));
+}
