@@ -720,6 +720,7 @@ fn start_here(req: &Request) -> Result<()> {
         // Before the link: a label in place always has its record, even if
         // the postmaster is killed right after the link.
         files::replace(data_dir(), STATE_FILE, &record.to_bytes())?;
+        hooks::pause("worker_recorded");
         if label_file.link_exclusive()? == Published::AlreadyExists {
             return Err(raced());
         }

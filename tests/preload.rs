@@ -155,7 +155,11 @@ fn the_primary_restarts_by_itself_whatever_ends_the_server() {
                 assert!(!log.contains(bad), "{label}: {bad}\n{log}");
             }
             assert!(!c.exists("backup_label"), "{label}");
-            assert_eq!(c.read_string("backup_label.old").as_deref(), Some(text.as_str()), "{label}");
+            assert_eq!(
+                c.read_string("backup_label.old").as_deref(),
+                Some(text.as_str()),
+                "{label}"
+            );
             assert_no_backup_in_pg_control(&c, &label);
             assert!(!in_backup(&mut s), "{label}");
             let e = db_error(s.query_one("SELECT pg_stop_backup()", &[]), NOT_READY);
@@ -167,7 +171,10 @@ fn the_primary_restarts_by_itself_whatever_ends_the_server() {
             );
             s = archive_recovery(&mut c);
             assert_log_has_no_crash_but_kills(&c);
-            outcomes.push(format!("{label}: restarted, label renamed, archive recovery ok ({:.1} s)", secs(t)));
+            outcomes.push(format!(
+                "{label}: restarted, label renamed, archive recovery ok ({:.1} s)",
+                secs(t)
+            ));
         }
     }
     for o in outcomes {
@@ -218,7 +225,9 @@ fn copies_are_consistent_only_at_the_end_of_the_backup() {
         .user("postgres")
         .dbname("postgres")
         .connect(postgres::NoTls);
-    let e = refused.err().expect("the standby of an unfinished copy accepts connections");
+    let e = refused
+        .err()
+        .expect("the standby of an unfinished copy accepts connections");
     assert_eq!(
         e.as_db_error().map(|d| d.code().clone()),
         Some(postgres::error::SqlState::CANNOT_CONNECT_NOW),
@@ -230,7 +239,10 @@ fn copies_are_consistent_only_at_the_end_of_the_backup() {
     s.batch_execute("SELECT pg_switch_wal()").unwrap();
     let mut hs = connect_retry(&standby, Duration::from_secs(90));
     let at = consistent_at(&standby.log()).expect("consistent point of the standby");
-    assert!(at >= stop_lsn, "standby consistent at {at:X}, before the stop at {stop_lsn:X}");
+    assert!(
+        at >= stop_lsn,
+        "standby consistent at {at:X}, before the stop at {stop_lsn:X}"
+    );
     let n: i64 = hs.query_one("SELECT count(*) FROM marks", &[]).unwrap().get(0);
     assert_eq!(n, 3);
     drop(hs);
@@ -259,7 +271,10 @@ fn copies_are_consistent_only_at_the_end_of_the_backup() {
     let log = imm.log();
     assert!(log.contains("recovery stopping after reaching consistency"), "{log}");
     let at = consistent_at(&log).expect("consistent point");
-    assert!(at >= stop_lsn, "immediate target at {at:X}, before the stop at {stop_lsn:X}");
+    assert!(
+        at >= stop_lsn,
+        "immediate target at {at:X}, before the stop at {stop_lsn:X}"
+    );
     let n: i64 = i.query_one("SELECT count(*) FROM marks", &[]).unwrap().get(0);
     assert_eq!(n, 3, "rows written before the stop");
     eprintln!("recovery_target = 'immediate': promoted at {at:X} (stop at {stop_lsn:X})");
@@ -353,6 +368,86 @@ fn a_restore_reusing_the_labels_inode_number_is_still_a_copy() {
 
 use std::os::unix::fs::PermissionsExt;
 
+/// Whether another process holds the lock file (a start or stop is
+/// changing backup_label).
+fn lock_held(c: &Cluster) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let Ok(f) = fs::File::open(c.path("pg_exclusive_backup.lock")) else {
+        return false;
+    };
+    // SAFETY: plain system calls on a descriptor we own.
+    let got = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    if got {
+        // SAFETY: as above.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+    }
+    !got
+}
+
+/// The postmaster and all its children killed at each step of a start and
+/// of a stop, held there by a delay point: whichever side of the step it
+/// was, the server starts by itself, with no label in place, and pg_control
+/// is clean.
+#[test]
+fn the_server_killed_in_the_middle_of_a_start_or_a_stop_restarts_cleanly() {
+    let (mut c, mut s) = preloaded(&[]);
+    // (point, what shows it is reached, whether the label was in place)
+    let steps: [(&str, fn(&Cluster) -> bool, bool); 4] = [
+        // The record written, the label not yet linked.
+        (
+            "worker_recorded",
+            |c| {
+                let recorded = c.read("pg_exclusive_backup.state").unwrap_or_default();
+                !c.exists("backup_label") && String::from_utf8_lossy(&recorded).contains("killed at worker_recorded")
+            },
+            false,
+        ),
+        // The label in place, the caller not yet told.
+        ("worker_published", |c| c.exists("backup_label") && !lock_held(c), true),
+        // The stop holding the lock, the label still there.
+        ("stop_locked", |c| lock_held(c), true),
+        // The label claimed, the server's stop not yet run.
+        ("stop_claimed", |c| !c.exists("backup_label"), false),
+    ];
+    for (point, reached, label_in_place) in steps {
+        let stopping = point.starts_with("stop");
+        if stopping {
+            start_backup(&mut s, &format!("killed at {point}"));
+        }
+        set_test_pause(&c, &format!("{point}:600000"));
+        let mut caller = c.connect();
+        let sql = if stopping {
+            "SELECT pg_stop_backup(false)::text".to_string()
+        } else {
+            format!("SELECT pg_start_backup('killed at {point}', true)::text")
+        };
+        let h = std::thread::spawn(move || caller.query_one(sql.as_str(), &[]).map(|_| ()));
+        wait_until(&format!("{point} to be reached"), Duration::from_secs(60), || {
+            reached(&c)
+        });
+        drop(s);
+        kill_all_server_processes(&c);
+        assert!(h.join().unwrap().is_err(), "{point}: the call returned");
+        c.append_conf(&["pg_exclusive_backup.test_pause = ''"]);
+        let from = log_len(&c);
+        c.start();
+        s = c.connect();
+        let log = log_since(&c, from);
+        assert_eq!(
+            log.contains("online backup mode canceled"),
+            label_in_place,
+            "{point}:\n{log}"
+        );
+        assert!(!log.contains("backup recovery"), "{point}:\n{log}");
+        assert!(!c.exists("backup_label"), "{point}");
+        assert_no_backup_in_pg_control(&c, point);
+        assert!(!in_backup(&mut s), "{point}");
+        // And the next backup runs.
+        start_backup(&mut s, "after");
+        stop_backup(&mut s, false);
+    }
+}
+
 /// The postmaster was killed during the backup and the record that tells
 /// the primary's label from a copy's is gone: the start stops in the
 /// postmaster with instructions, before the startup process could touch
@@ -374,7 +469,10 @@ fn an_undecidable_label_stops_the_start_with_instructions() {
         ),
         "{log}"
     );
-    assert!(log.contains("HINT:  If this data directory is a restored backup, create \"recovery.signal\""), "{log}");
+    assert!(
+        log.contains("HINT:  If this data directory is a restored backup, create \"recovery.signal\""),
+        "{log}"
+    );
     assert!(!log.contains("backup recovery"), "{log}");
     assert!(c.exists("backup_label"), "the label must stay for the DBA to decide");
     assert_no_backup_in_pg_control(&c, "after the refused start");
@@ -438,7 +536,8 @@ fn single_user_mode_renames_the_primarys_label_first() {
 fn monitoring_answers_from_shared_memory() {
     let (c, mut s) = preloaded(&[]);
     assert!(!in_backup(&mut s));
-    s.batch_execute("SET pg_exclusive_backup.label_method = pg_start_backup").unwrap();
+    s.batch_execute("SET pg_exclusive_backup.label_method = pg_start_backup")
+        .unwrap();
     start_backup(&mut s, "monitored");
     let text = c.read_string("backup_label").unwrap();
     assert!(text.contains("\nBACKUP METHOD: pg_start_backup\n"), "{text}");
@@ -468,11 +567,20 @@ fn without_preload_mode_the_start_says_what_it_would_add() {
         .iter()
         .filter(|m| *m == "pg_exclusive_backup is not in shared_preload_libraries")
         .count();
-    assert_eq!(ours, 2, "one warning at CREATE EXTENSION, one notice at the start: {seen:?}");
+    assert_eq!(
+        ours, 2,
+        "one warning at CREATE EXTENSION, one notice at the start: {seen:?}"
+    );
     // The warning reaches the server log too, with its hint.
     let log = c.log();
-    assert!(log.contains("WARNING:  pg_exclusive_backup is not in shared_preload_libraries"), "{log}");
-    assert!(log.contains("HINT:  Add pg_exclusive_backup to shared_preload_libraries"), "{log}");
+    assert!(
+        log.contains("WARNING:  pg_exclusive_backup is not in shared_preload_libraries"),
+        "{log}"
+    );
+    assert!(
+        log.contains("HINT:  Add pg_exclusive_backup to shared_preload_libraries"),
+        "{log}"
+    );
     reload_setting(&c, "pg_exclusive_backup.require_preload", "on");
     let e = db_error(s.query_one("SELECT pg_start_backup('refused')", &[]), NOT_READY);
     assert!(e.message().contains("shared_preload_libraries"), "{}", e.message());
