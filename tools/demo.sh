@@ -122,7 +122,8 @@ chown -R postgres:postgres "$TMP"
 as_pg "$BINDIR/initdb" -D "$DATA" -U postgres -A trust --no-sync --no-instructions >/dev/null
 cat >>"$DATA/postgresql.conf" <<EOF
 
-# pg_exclusive_backup demo
+# pg_exclusive_backup demo, in preload mode (see README)
+shared_preload_libraries = 'pg_exclusive_backup'
 port = $PORT
 listen_addresses = ''
 unix_socket_directories = '$TMP'
@@ -154,6 +155,8 @@ sql "SELECT pg_backend_pid() AS session, pg_start_backup('demo backup', true) AS
 sql "SELECT pg_is_in_backup(), pg_backup_start_time();"
 
 heading "7. backup_label in the live data directory"
+echo "(preload mode: \"BACKUP METHOD: streamed\", so that a restore of the copy is"
+echo " consistent only at the end of the backup, as a pg_basebackup copy is)"
 cat "$DATA/backup_label"
 
 heading "8. Copy the data directory while in backup mode"
@@ -190,6 +193,16 @@ history=$(find "$ARCHIVE" -name '*.backup' | head -n1)
 [ -n "$history" ] || die "no backup history file in $ARCHIVE"
 echo "--- $(basename "$history")"
 cat "$history"
+
+heading "12. The server goes down during a backup and comes back by itself"
+sql "SELECT pg_start_backup('interrupted backup', true) AS start_lsn;"
+as_pg "$BINDIR/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null
+echo "pg_ctl stop -m immediate; the postmaster's last log lines:"
+grep -A1 "online backup mode canceled" "$LOG" | sed 's/^/  /'
+as_pg "$BINDIR/pg_ctl" -D "$DATA" -l "$LOG" -w start >/dev/null
+echo "started again; in the data directory: $(cd "$DATA" && ls -d backup_label* 2>/dev/null | tr '\n' ' ')"
+sql "SELECT pg_is_in_backup();"
+as_pg "$BINDIR/psql" -X -q -h "$TMP" -p "$PORT" -d demo -c "SELECT pg_stop_backup();" 2>&1 | sed 's/^/  /' || true
 
 heading "Done"
 echo "The throwaway cluster and its copy are removed now. Next: read README.md, run tools/test.sh."
