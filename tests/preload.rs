@@ -447,6 +447,7 @@ fn the_server_killed_in_the_middle_of_a_start_or_a_stop_restarts_cleanly() {
         wait_until(&format!("{point} to be reached"), Duration::from_secs(60), || {
             reached(&c)
         });
+        eprintln!("{point}: label in place when killed: {}", c.exists("backup_label"));
         drop(s);
         kill_all_server_processes(&c);
         assert!(h.join().unwrap().is_err(), "{point}: the call returned");

@@ -434,11 +434,15 @@ pub fn kill_all_server_processes(c: &Cluster) {
     let pid_file = c.read_string("postmaster.pid").expect("postmaster.pid");
     let postmaster: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
     let children = children_of(postmaster);
-    // SAFETY: plain system calls.
-    unsafe { libc::kill(postmaster, libc::SIGKILL) };
-    for child in &children {
+    // Frozen first, all of them: a child that outlived the postmaster even
+    // briefly would see it die (PR_SET_PDEATHSIG) and carry on.
+    for pid in children.iter().chain(std::iter::once(&postmaster)) {
+        // SAFETY: plain system call.
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    for pid in std::iter::once(&postmaster).chain(children.iter()) {
         // SAFETY: as above.
-        unsafe { libc::kill(*child, libc::SIGKILL) };
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
     }
     // Gone, not just dead: a new postmaster takes a zombie with the pid of
     // postmaster.pid for a running one.
