@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark of pg_exclusive_backup against the server's own backup API.
 
-    [PG_CONFIG=/path/to/pg_config] bench/run.py [--quick] [--no-install]
+    [PG_CONFIG=/path/to/pg_config] bench/run.py [--quick] [--no-install] [--preload]
                                                [--sections cycle,cheap,mem,archive,build]
 
 Starts its own throwaway cluster (stopped and removed at the end, also on
@@ -929,6 +929,8 @@ def main():
     ap.add_argument("--no-install", action="store_true",
                     help="do not build and install the extension first; use what is installed")
     ap.add_argument("--sections", default="cycle,cheap,mem,archive,build")
+    ap.add_argument("--preload", action="store_true",
+                    help="run sections 1-3 with the library in shared_preload_libraries (preload mode)")
     args = ap.parse_args()
     cfg = QUICK if args.quick else FULL
     sections = set(args.sections.split(","))
@@ -955,8 +957,8 @@ def main():
     cl = None
     try:
         if sections & {"cycle", "cheap", "mem"}:
-            cl = Cluster(bindir)
-            log(f"cluster in {cl.tmp}, port {cl.port}")
+            cl = Cluster(bindir, "shared_preload_libraries = 'pg_exclusive_backup'\n" if args.preload else "")
+            log(f"cluster in {cl.tmp}, port {cl.port}{', preload mode' if args.preload else ''}")
             cl.start()
             c = cl.conn("postgres")
             for db in ("excl", "nonexcl", "bench"):
@@ -967,7 +969,7 @@ def main():
             ext = c.value("SELECT extversion FROM pg_extension WHERE extname = 'pg_exclusive_backup'")
             c.close()
             run([cl.bin("pgbench")] + cl.client_args() + ["-i", "-q", "-s", "1", "bench"], timeout=120)
-            notes.insert(0, f"cluster: {version}, extension {ext}, fsync on, autovacuum off, "
+            notes.insert(0, f"cluster: {version}, extension {ext}{' in preload mode' if args.preload else ''}, fsync on, autovacuum off, "
                             f"log_checkpoints on, other settings default; data in {cl.tmp}")
             if "cycle" in sections:
                 bench_cycle(cl, cfg, rows, notes)

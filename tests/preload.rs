@@ -658,7 +658,13 @@ fn without_preload_mode_copies_come_up_early_and_a_crash_marks_pg_control() {
     stop_mode(&c, "fast");
     c.write("recovery.signal", b"");
     let from = log_len(&c);
-    assert!(!try_start(&c).status.success(), "archive recovery worked");
+    // pg_ctl may report success: the server accepts read-only connections
+    // before recovery reaches the end of the WAL and gives up.
+    let _ = try_start(&c);
+    wait_until("archive recovery to end or fail", Duration::from_secs(60), || {
+        let log = log_since(&c, from);
+        log.contains("WAL ends before end of online backup") || log.contains("archive recovery complete")
+    });
     let log = log_since(&c, from);
     assert!(log.contains("WAL ends before end of online backup"), "{log}");
     eprintln!("without preload, a crash left backup start {start} in pg_control; archive recovery then failed");
