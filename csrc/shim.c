@@ -481,9 +481,10 @@ peb_shmem_startup(void)
 {
 	bool		found;
 	void	   *shared;
-	char		message[1024];
-	char		detail[2048];
-	char		hint[2048];
+	/* Room for a label of 1023 bytes written as \xNN escapes, and more. */
+	char		message[8192];
+	char		detail[8192];
+	char		hint[8192];
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();

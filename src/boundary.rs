@@ -237,6 +237,9 @@ pub enum Level {
 
 /// A message with optional detail and hint, at a level that does not
 /// raise: to the server log, or (notice, warning) to the client as well.
+/// An error while reporting (out of memory) is caught and dropped, except
+/// in an exit callback, where the server turns it into a FATAL that ends
+/// the process at once: exit-time code reports after its work is done.
 pub fn report(level: Level, message: &str, detail: Option<&str>, hint: Option<&str>) {
     // In the database encoding, as errors are (see `server_string`); a
     // text that cannot be converted is left out rather than failing.

@@ -167,7 +167,8 @@ impl DirLock {
         }
     }
 
-    fn try_acquire(dir: &Path) -> Result<Option<DirLock>> {
+    /// Takes the lock if nobody holds it.
+    pub fn try_acquire(dir: &Path) -> Result<Option<DirLock>> {
         use std::os::unix::io::AsRawFd;
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).mode(file_mode(dir));

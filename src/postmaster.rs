@@ -22,6 +22,7 @@
 //! pg_backup_start_time() answer in preload mode, and the settings.
 
 use std::ffi::c_char;
+use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
 
 use crate::bindings as pg;
@@ -179,30 +180,68 @@ fn exists(name: &str) -> bool {
     std::fs::symlink_metadata(data_dir().join(name)).is_ok()
 }
 
-fn look() -> Found {
-    let signal = exists("recovery.signal") || exists("standby.signal");
-    let label = match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES) {
-        Ok(Some(text)) => match files::file_id(&data_dir().join(BACKUP_LABEL)) {
-            Ok(id) => Some((text, id)),
-            Err(_) => None,
-        },
-        Ok(None) => None,
-        // Not a regular file, too big, unreadable: not a label we wrote.
-        Err(_) if !signal => {
-            return Found {
-                verdict: Verdict::NotOurs,
-                content: Vec::new(),
-                id: None,
-            }
+/// What puts part of the data directory on another file system than the
+/// rest: pg_wal or a tablespace elsewhere.
+fn several_file_systems() -> Option<String> {
+    let dev = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.dev());
+    let here = dev(data_dir())?;
+    if dev(&data_dir().join("pg_wal")) != Some(here) {
+        return Some("pg_wal is on another file system than the data directory".into());
+    }
+    for e in std::fs::read_dir(data_dir().join("pg_tblspc"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if dev(&e.path()) != Some(here) {
+            return Some(format!(
+                "tablespace {} is on another file system than the data directory",
+                e.file_name().to_string_lossy()
+            ));
         }
-        Err(_) => None,
+    }
+    None
+}
+
+/// Judges what is in the data directory (see state.rs); `first_start`:
+/// nothing is known about its past, the postmaster having just started.
+fn look(first_start: bool) -> Found {
+    let signal = exists("recovery.signal") || exists("standby.signal");
+    let unreadable = |why: String| Found {
+        verdict: Verdict::Undecidable { label: None, why },
+        content: Vec::new(),
+        id: None,
+    };
+    let label = if signal {
+        None
+    } else {
+        match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES) {
+            Ok(Some(text)) => match files::file_id(&data_dir().join(BACKUP_LABEL)) {
+                Ok(id) => Some((text, id)),
+                Err(e) => return unreadable(format!("its inode could not be read: {e}")),
+            },
+            Ok(None) => None,
+            // Not a regular file, too big, unreadable: the startup process
+            // would make something of it, or fail; it decides nothing.
+            Err(e) => return unreadable(format!("it cannot be read: {e}")),
+        }
     };
     let record = match files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES) {
         Ok(Some(bytes)) => Some(Ok(bytes)),
         Ok(None) => None,
         Err(e) => Some(Err(e.to_string())),
     };
-    let verdict = state::judge(signal, label.as_ref().map(|(t, id)| (t.as_slice(), *id)), record);
+    let spans = if first_start && label.is_some() {
+        several_file_systems()
+    } else {
+        None
+    };
+    let verdict = state::judge(
+        signal,
+        label.as_ref().map(|(t, id)| (t.as_slice(), *id)),
+        record,
+        spans.as_deref(),
+    );
     let (content, id) = label.map_or((Vec::new(), None), |(t, id)| (t, Some(id)));
     Found { verdict, content, id }
 }
@@ -222,12 +261,23 @@ struct Refusal {
     hint: String,
 }
 
-fn undecidable(label: &BackupLabel, why: &str) -> Refusal {
+fn capitalized(text: &str) -> String {
+    let mut c = text.chars();
+    c.next()
+        .map_or(String::new(), |first| first.to_uppercase().chain(c).collect())
+}
+
+fn undecidable(label: Option<&BackupLabel>, why: &str) -> Refusal {
+    let what = match label {
+        Some(l) => format!("It is the label of the {}", describe(l)),
+        None => format!("\"{BACKUP_LABEL}\" is in the data directory"),
+    };
     Refusal {
         message: format!(
             "pg_exclusive_backup cannot tell whether \"{BACKUP_LABEL}\" is this server's own or a restored backup's"
         ),
-        detail: format!("\"{BACKUP_LABEL}\" is the label of the {}, but {why}.", describe(label)),
+        // The reason first: a long label must not crowd it out.
+        detail: format!("{}. {what}.", capitalized(why)),
         hint: format!(
             "If this data directory is a restored backup, create \"recovery.signal\" (or \"standby.signal\") \
              in it and start the server again. If it is the primary that was running this backup, the backup \
@@ -238,36 +288,48 @@ fn undecidable(label: &BackupLabel, why: &str) -> Refusal {
     }
 }
 
-/// Renames backup_label and tablespace_map to `.old`, durably, logging as
-/// PostgreSQL 14 did, and records the outcome. `Err` when backup_label
-/// itself could not be renamed (the message has been logged).
+/// Renames backup_label and tablespace_map to `.old`, durably, records the
+/// outcome, and then logs as PostgreSQL 14 did (the work first: a failure
+/// to log must not leave it half done). `Err` when backup_label itself
+/// could not be renamed (the message has been logged). The caller holds
+/// the lock file and has judged the label with it held.
 fn cancel(
     label: &BackupLabel,
     content: &[u8],
     id: Option<FileId>,
     occasion: Occasion,
 ) -> std::result::Result<(), String> {
-    let failed = |e: &str| {
-        report(
-            Level::Warning,
-            "online backup mode was not canceled",
-            Some(&format!(
-                "File \"{BACKUP_LABEL}\" could not be renamed to \"{BACKUP_LABEL_OLD}\": {e}."
-            )),
-            None,
-        );
-        e.to_string()
-    };
     match files::rename(data_dir(), BACKUP_LABEL, BACKUP_LABEL_OLD) {
         Ok(true) => {}
         Ok(false) => return Ok(()),
-        Err(e) => return Err(failed(&e.to_string())),
+        Err(e) => {
+            let e = e.to_string();
+            report(
+                Level::Warning,
+                "online backup mode was not canceled",
+                Some(&format!(
+                    "File \"{BACKUP_LABEL}\" could not be renamed to \"{BACKUP_LABEL_OLD}\": {e}."
+                )),
+                None,
+            );
+            return Err(e);
+        }
     }
-    let map = if exists(TABLESPACE_MAP) {
-        Some(files::rename(data_dir(), TABLESPACE_MAP, TABLESPACE_MAP_OLD))
-    } else {
-        None
+    let map = exists(TABLESPACE_MAP).then(|| files::rename(data_dir(), TABLESPACE_MAP, TABLESPACE_MAP_OLD));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let record = Record {
+        label_file: id.unwrap_or(FileId {
+            dev: 0,
+            ino: 0,
+            birth: None,
+        }),
+        outcome: Outcome::EndedByRestart { at: now },
+        label: content.to_vec(),
     };
+    let recorded = files::replace(data_dir(), STATE_FILE, &record.to_bytes());
+
     match map {
         None => report(
             Level::Log,
@@ -291,8 +353,7 @@ fn cancel(
             "online backup mode canceled",
             Some(&format!(
                 "File \"{BACKUP_LABEL}\" was renamed to \"{BACKUP_LABEL_OLD}\", but file \"{TABLESPACE_MAP}\" \
-                 could not be renamed to \"{TABLESPACE_MAP_OLD}\": {}.",
-                e
+                 could not be renamed to \"{TABLESPACE_MAP_OLD}\": {e}."
             )),
             None,
         ),
@@ -308,19 +369,7 @@ fn cancel(
         Some("The copy taken during this backup is not a valid backup. Take a new one with pg_start_backup()."),
         None,
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
-    let record = Record {
-        label_file: id.unwrap_or(FileId {
-            dev: 0,
-            ino: 0,
-            birth: None,
-        }),
-        outcome: Outcome::EndedByRestart { at: now },
-        label: content.to_vec(),
-    };
-    if let Err(e) = files::replace(data_dir(), STATE_FILE, &record.to_bytes()) {
+    if let Err(e) = recorded {
         report(
             Level::Warning,
             &format!("pg_exclusive_backup could not record the end of the backup in \"{STATE_FILE}\""),
@@ -331,13 +380,43 @@ fn cancel(
     Ok(())
 }
 
+/// The lock file, taken as a start or stop takes it, waiting at most
+/// `ms` for another holder (only a process of a server that is going away,
+/// or someone else's, can hold it here).
+fn lock_for_postmaster(ms: u64) -> Option<files::DirLock> {
+    let began = std::time::Instant::now();
+    loop {
+        match files::DirLock::try_acquire(data_dir()) {
+            Ok(Some(lock)) => return Some(lock),
+            Ok(None) if began.elapsed().as_millis() < u128::from(ms) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            _ => return None,
+        }
+    }
+}
+
 fn starting() -> std::result::Result<(), Refusal> {
     let occasion = if STARTS.fetch_add(1, Ordering::Relaxed) == 0 {
         Occasion::FirstStart
     } else {
         Occasion::CrashRestart
     };
-    let found = look();
+    let first = matches!(occasion, Occasion::FirstStart);
+    let mut found = look(first);
+    let _lock;
+    if matches!(found.verdict, Verdict::Live(_)) {
+        // No other process of this server is alive now, but the lock is
+        // taken all the same, and the verdict made again under it.
+        _lock = lock_for_postmaster(5000).ok_or_else(|| {
+            let label = label::parse(&found.content).ok();
+            undecidable(
+                label.as_ref(),
+                &format!("another process holds \"{}\"", files::LOCK_FILE),
+            )
+        })?;
+        found = look(first);
+    }
     match found.verdict {
         Verdict::NoLabel | Verdict::Recovery | Verdict::NotOurs => Ok(()),
         Verdict::Copy => {
@@ -358,8 +437,8 @@ fn starting() -> std::result::Result<(), Refusal> {
         Verdict::Live(label) => cancel(&label, &found.content, found.id, occasion).map_err(|e| Refusal {
             message: format!("could not rename file \"{BACKUP_LABEL}\" to \"{BACKUP_LABEL_OLD}\": {e}"),
             detail: format!(
-                "\"{BACKUP_LABEL}\" is the label of the {}, which this server was running; the startup \
-                 process would take it for a restored backup's.",
+                "It is the label of the {}, which this server was running; the startup process would take \
+                 it for a restored backup's.",
                 describe(&label)
             ),
             hint: format!(
@@ -367,7 +446,7 @@ fn starting() -> std::result::Result<(), Refusal> {
                  \"{TABLESPACE_MAP_OLD}\", if there is one) and start the server again."
             ),
         }),
-        Verdict::Undecidable { label, why } => Err(undecidable(&label, &why)),
+        Verdict::Undecidable { label, why } => Err(undecidable(label.as_ref(), &why)),
     }
 }
 
@@ -419,13 +498,28 @@ extern "C" fn peb_postmaster_exiting() {
         return;
     }
     let _ = std::panic::catch_unwind(|| {
-        let found = look();
+        let found = look(false);
         match found.verdict {
-            Verdict::Live(label) => {
-                let _ = cancel(&label, &found.content, found.id, Occasion::Exit);
+            Verdict::Live(_) => {
+                // A postmaster that exits abnormally may leave children
+                // behind for a moment; one of them may be changing the
+                // files.
+                let Some(_lock) = lock_for_postmaster(0) else {
+                    report(
+                        Level::Warning,
+                        "online backup mode was not canceled",
+                        Some(&format!("Another process holds \"{}\".", files::LOCK_FILE)),
+                        None,
+                    );
+                    return;
+                };
+                let found = look(false);
+                if let Verdict::Live(label) = found.verdict {
+                    let _ = cancel(&label, &found.content, found.id, Occasion::Exit);
+                }
             }
             Verdict::Undecidable { label, why } => {
-                let r = undecidable(&label, &why);
+                let r = undecidable(label.as_ref(), &why);
                 report(Level::Warning, &r.message, Some(&r.detail), Some(&r.hint));
             }
             _ => {}

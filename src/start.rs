@@ -608,16 +608,22 @@ impl Drop for InBackupMode {
 
 /// Removes the backup_label this worker linked into place when dropped,
 /// unless disarmed; lives only while the lock is held, so nobody else can
-/// have seen the label.
-struct LinkedLabel(bool);
+/// have seen the label. `start` is the backup's start (TimestampTz), for
+/// preload mode's shared memory when the label has to stay.
+struct LinkedLabel {
+    armed: bool,
+    start: i64,
+}
 
 impl Drop for LinkedLabel {
     fn drop(&mut self) {
-        if self.0
+        if self.armed
             && files::remove(data_dir(), BACKUP_LABEL).is_err()
             && files::regular_or_absent(data_dir(), BACKUP_LABEL).map_or(true, |m| m.is_some())
         {
             LABEL_LEFT_IN_PLACE.with(|l| l.set(true));
+            // The backup stays running with its label: say so to monitoring.
+            postmaster::set_running_backup(Some(self.start));
         }
     }
 }
@@ -724,7 +730,11 @@ fn start_here(req: &Request) -> Result<()> {
         if label_file.link_exclusive()? == Published::AlreadyExists {
             return Err(raced());
         }
-        let mut linked = LinkedLabel(true);
+        let start_time = label::timestamptz_from_unix(started.start_epoch);
+        let mut linked = LinkedLabel {
+            armed: true,
+            start: start_time,
+        };
         hooks::may_panic("worker_linked");
         files::fsync_dir(data_dir())?;
         // The label is ours now, and with it the right to tablespace_map. A
@@ -738,9 +748,9 @@ fn start_here(req: &Request) -> Result<()> {
         // The label is visible from the moment the lock is released, and
         // from then on it, not this worker, owns the backup: whoever stops
         // it leaves backup mode.
-        linked.0 = false;
+        linked.armed = false;
         mode.0 = false;
-        postmaster::set_running_backup(Some(label::timestamptz_from_unix(started.start_epoch)));
+        postmaster::set_running_backup(Some(start_time));
     }
     hooks::pause("worker_published");
     req.outcome.store(STARTED, Ordering::Release);

@@ -11,10 +11,14 @@
 //! the primary's file, never the copy's.
 //!
 //! The device number is recorded but not compared: it can change across a
-//! reboot (device-mapper, NVMe enumeration), and a block-level image of the
-//! data directory (an atomic snapshot, rolled back or cloned) keeps inode
-//! numbers and birth times, and may be treated as the primary after a
-//! crash, which it is.
+//! reboot (device-mapper, NVMe enumeration). A block-level image of the
+//! data directory (a snapshot, rolled back or cloned) keeps inode numbers
+//! and birth times, so it is taken for the primary after a crash. That is
+//! right for one atomic snapshot of the one file system everything lives
+//! on: crash recovery is what such a crash image needs. It is wrong for
+//! snapshots of several file systems taken one after another, which only
+//! recovery from backup_label makes consistent; so where the data
+//! directory spans file systems, the first start refuses to decide.
 
 use std::fmt;
 
@@ -157,18 +161,25 @@ pub enum Verdict {
     /// The very label this server published, to be renamed so that the
     /// startup process does not take the primary for a restored backup.
     Live(BackupLabel),
-    /// Ours, but whether it is this server's own cannot be decided.
-    Undecidable { label: BackupLabel, why: String },
+    /// Whether this server's own label is in place cannot be decided;
+    /// `label` is the label, when it could be read.
+    Undecidable { label: Option<BackupLabel>, why: String },
 }
 
 /// `label`: backup_label's content and identity, if there is one;
 /// `record`: the state file's content, if there is one (or why it could
-/// not be read).
+/// not be read); `several_file_systems`: at a first start, what makes the
+/// data directory span file systems (see the module comment), if anything.
 ///
 /// The same judgement serves a restart after a crash, where the postmaster
 /// has been running on this data directory: a copy's label may still be in
 /// place then, if something crashed before the startup process took it.
-pub fn judge(signal_file: bool, label: Option<(&[u8], FileId)>, record: Option<Result<Vec<u8>, String>>) -> Verdict {
+pub fn judge(
+    signal_file: bool,
+    label: Option<(&[u8], FileId)>,
+    record: Option<Result<Vec<u8>, String>>,
+    several_file_systems: Option<&str>,
+) -> Verdict {
     if signal_file {
         return Verdict::Recovery;
     }
@@ -179,7 +190,7 @@ pub fn judge(signal_file: bool, label: Option<(&[u8], FileId)>, record: Option<R
         return Verdict::NotOurs;
     };
     let undecidable = |why: &str| Verdict::Undecidable {
-        label: parsed.clone(),
+        label: Some(parsed.clone()),
         why: why.to_string(),
     };
     let record = match record {
@@ -195,7 +206,13 @@ pub fn judge(signal_file: bool, label: Option<(&[u8], FileId)>, record: Option<R
     }
     match (record.label_file.birth, id.birth) {
         (Some(a), Some(b)) if a != b => Verdict::Copy,
-        (Some(_), Some(_)) if record.label == content => Verdict::Live(parsed),
+        (Some(_), Some(_)) if record.label == content => match several_file_systems {
+            None => Verdict::Live(parsed),
+            Some(what) => undecidable(&format!(
+                "{what}: after a crash of the postmaster this may as well be a restore of snapshots of \
+                 several file systems, which only recovery from the label makes consistent"
+            )),
+        },
         (Some(_), Some(_)) => undecidable("it is the file published here, but its content has changed since"),
         _ => undecidable(
             "the file system does not record birth times, so a copy whose label reuses the inode \
@@ -239,7 +256,7 @@ START EPOCH: 1795575906\n";
     }
 
     fn verdict(id: FileId, rec: Option<Result<Vec<u8>, String>>) -> Verdict {
-        judge(false, Some((LABEL.as_bytes(), id)), rec)
+        judge(false, Some((LABEL.as_bytes(), id)), rec, None)
     }
 
     #[test]
@@ -279,6 +296,26 @@ START EPOCH: 1795575906\n";
         // Another device number: a renumbered disk or a block-level image.
         let moved = FileId { dev: 64768, ..LIVE };
         assert!(matches!(verdict(moved, record(LIVE)), Verdict::Live(_)));
+    }
+
+    #[test]
+    fn over_several_file_systems_the_first_start_does_not_decide() {
+        let v = judge(
+            false,
+            Some((LABEL.as_bytes(), LIVE)),
+            record(LIVE),
+            Some("pg_wal is on another file system"),
+        );
+        assert!(
+            matches!(v, Verdict::Undecidable { ref why, .. } if why.starts_with("pg_wal is on another")),
+            "{v:?}"
+        );
+        // A copy stays a copy.
+        let other = FileId { ino: 9, ..LIVE };
+        assert_eq!(
+            judge(false, Some((LABEL.as_bytes(), other)), record(LIVE), Some("x")),
+            Verdict::Copy
+        );
     }
 
     #[test]
@@ -326,15 +363,18 @@ START EPOCH: 1795575906\n";
     #[test]
     fn restores_and_foreign_labels_are_left_alone() {
         assert_eq!(
-            judge(true, Some((LABEL.as_bytes(), LIVE)), record(LIVE)),
+            judge(true, Some((LABEL.as_bytes(), LIVE)), record(LIVE), None),
             Verdict::Recovery
         );
-        assert_eq!(judge(true, Some((LABEL.as_bytes(), LIVE)), None), Verdict::Recovery);
+        assert_eq!(
+            judge(true, Some((LABEL.as_bytes(), LIVE)), None, None),
+            Verdict::Recovery
+        );
         let basebackup = LABEL.replace("START EPOCH: 1795575906\n", "");
         assert_eq!(
-            judge(false, Some((basebackup.as_bytes(), LIVE)), record(LIVE)),
+            judge(false, Some((basebackup.as_bytes(), LIVE)), record(LIVE), None),
             Verdict::NotOurs
         );
-        assert_eq!(judge(false, None, record(LIVE)), Verdict::NoLabel);
+        assert_eq!(judge(false, None, record(LIVE), None), Verdict::NoLabel);
     }
 }

@@ -669,3 +669,139 @@ fn without_preload_mode_copies_come_up_early_and_a_crash_marks_pg_control() {
     assert!(log.contains("WAL ends before end of online backup"), "{log}");
     eprintln!("without preload, a crash left backup start {start} in pg_control; archive recovery then failed");
 }
+
+/// pg_rewind of an old primary that was killed during a backup, after its
+/// standby took over: pg_rewind first runs the target in single-user mode
+/// to finish its crash recovery, where the preloaded library renames the
+/// label (a streamed label would otherwise stop that recovery with "WAL
+/// ends before end of online backup"); the rewound server then follows the
+/// new primary.
+#[test]
+fn pg_rewind_of_a_primary_killed_during_a_backup() {
+    let (a, mut s) = preloaded(&["wal_log_hints = on"]);
+    let b = Cluster::standby_of(&a, &[]);
+    s.batch_execute("CREATE TABLE before_failover (n int); INSERT INTO before_failover VALUES (1)")
+        .unwrap();
+    let mut bs = b.connect();
+    wait_until("the standby to catch up", Duration::from_secs(60), || {
+        bs.query_one("SELECT to_regclass('before_failover') IS NOT NULL", &[])
+            .unwrap()
+            .get::<_, bool>(0)
+    });
+    drop(bs);
+    start_backup(&mut s, "before the failover");
+    drop(s);
+    kill_all_server_processes(&a);
+    run_ok(
+        b.install()
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(b.data_dir())
+            .args(["promote", "-w"]),
+    );
+    let mut bs = connect_retry(&b, Duration::from_secs(60));
+    bs.batch_execute("CREATE TABLE after_failover (n int); INSERT INTO after_failover VALUES (2); CHECKPOINT")
+        .unwrap();
+
+    let out = run(a
+        .install()
+        .command("pg_rewind")
+        .arg("--target-pgdata")
+        .arg(a.data_dir())
+        .arg(format!(
+            "--source-server=host=127.0.0.1 port={} user=postgres dbname=postgres",
+            b.port()
+        )));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pg_rewind failed:\n{said}");
+    assert!(
+        said.contains("crash recovery"),
+        "pg_rewind did not run single-user mode:\n{said}"
+    );
+    let label = a.read_string("backup_label").unwrap_or_default();
+    assert!(label.contains("BACKUP METHOD: pg_rewind"), "{label}");
+
+    a.write("standby.signal", b"");
+    a.append_conf(&[&format!(
+        "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'",
+        b.port()
+    )]);
+    let mut a = a;
+    a.start();
+    let mut as_ = connect_retry(&a, Duration::from_secs(60));
+    wait_until("the rewound server to follow", Duration::from_secs(60), || {
+        as_.query_one("SELECT to_regclass('after_failover') IS NOT NULL", &[])
+            .unwrap()
+            .get::<_, bool>(0)
+    });
+    assert!(!a.log().contains("WAL ends before end of online backup"));
+}
+
+/// A tablespace on another file system (here /dev/shm, a tmpfs): a backend
+/// crash and a clean shutdown still end the backup by themselves, with
+/// both files renamed; but after the postmaster was killed, the first
+/// start refuses to decide, since a set of snapshots of the two file
+/// systems taken one after the other would look just the same.
+#[test]
+fn over_several_file_systems_a_killed_postmaster_makes_the_start_refuse() {
+    let (mut c, mut s) = preloaded(&[]);
+    let ts = Path::new("/dev/shm").join(format!("peb-ts-{}-{}", std::process::id(), c.port()));
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = Remove(ts.clone());
+    fs::create_dir_all(&ts).unwrap();
+    c.install().chown(&ts);
+    assert_ne!(
+        fs::metadata(&ts).unwrap().dev(),
+        fs::metadata(c.data_dir()).unwrap().dev(),
+        "/dev/shm is not another file system here"
+    );
+    s.batch_execute(&format!("CREATE TABLESPACE elsewhere LOCATION '{}'", ts.display()))
+        .unwrap();
+    s.batch_execute("CREATE TABLE t_elsewhere (n int) TABLESPACE elsewhere")
+        .unwrap();
+
+    for how in [Ending::BackendKilled, Ending::Fast] {
+        start_backup(&mut s, &format!("{how:?} with a tablespace elsewhere"));
+        assert!(c.exists("tablespace_map"));
+        let from = log_len(&c);
+        s = end_and_restart(&mut c, s, how);
+        let log = log_since(&c, from);
+        assert!(
+            log.contains(
+                "DETAIL:  Files \"backup_label\" and \"tablespace_map\" were renamed to \"backup_label.old\" and \"tablespace_map.old\", respectively."
+            ),
+            "{how:?}:\n{log}"
+        );
+        assert!(!c.exists("backup_label") && !c.exists("tablespace_map"));
+        assert_no_backup_in_pg_control(&c, &format!("{how:?}"));
+    }
+
+    start_backup(&mut s, "postmaster killed, tablespace elsewhere");
+    drop(s);
+    kill_all_server_processes(&c);
+    let from = log_len(&c);
+    assert!(!try_start(&c).status.success(), "started without deciding");
+    let log = log_since(&c, from);
+    assert!(log.contains("FATAL:  pg_exclusive_backup cannot tell"), "{log}");
+    assert!(
+        log.contains("is on another file system than the data directory"),
+        "{log}"
+    );
+    assert!(c.exists("backup_label") && c.exists("tablespace_map"));
+    assert_no_backup_in_pg_control(&c, "after the refused start");
+    fs::rename(c.path("backup_label"), c.path("backup_label.old")).unwrap();
+    fs::rename(c.path("tablespace_map"), c.path("tablespace_map.old")).unwrap();
+    c.start();
+    let mut s = c.connect();
+    assert!(!in_backup(&mut s));
+    s.batch_execute("INSERT INTO t_elsewhere VALUES (1)").unwrap();
+}
