@@ -690,6 +690,18 @@ fn pg_rewind_of_a_primary_killed_during_a_backup() {
     });
     drop(bs);
     start_backup(&mut s, "before the failover");
+    // pg_rewind reads the target's WAL back to the last common checkpoint,
+    // from the archive where the target no longer has it.
+    wait_until(
+        "every finished WAL file to be archived",
+        Duration::from_secs(60),
+        || {
+            fs::read_dir(a.path("pg_wal/archive_status"))
+                .unwrap()
+                .flatten()
+                .all(|e| !e.file_name().to_string_lossy().ends_with(".ready"))
+        },
+    );
     drop(s);
     kill_all_server_processes(&a);
     run_ok(
@@ -708,6 +720,7 @@ fn pg_rewind_of_a_primary_killed_during_a_backup() {
         .command("pg_rewind")
         .arg("--target-pgdata")
         .arg(a.data_dir())
+        .arg("--restore-target-wal")
         .arg(format!(
             "--source-server=host=127.0.0.1 port={} user=postgres dbname=postgres",
             b.port()
