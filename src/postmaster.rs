@@ -133,8 +133,9 @@ fn shared() -> Option<&'static Shared> {
     if !preloaded() {
         return None;
     }
-    // SAFETY: set once per postmaster life before any backend exists, and
-    // mapped for as long as this process lives.
+    // SAFETY: set by the postmaster at every shared memory initialisation
+    // (its first start and each crash restart), before the processes that
+    // read it are forked; mapped for as long as this process lives.
     unsafe { SHARED.load(Ordering::Acquire).as_ref() }
 }
 
@@ -180,24 +181,44 @@ fn exists(name: &str) -> bool {
     std::fs::symlink_metadata(data_dir().join(name)).is_ok()
 }
 
+/// A signal file as the server sees it: stat(2), so a dangling symlink is
+/// no signal file.
+fn signal_file(name: &str) -> bool {
+    std::fs::metadata(data_dir().join(name)).is_ok()
+}
+
 /// What puts part of the data directory on another file system than the
 /// rest: pg_wal or a tablespace elsewhere.
+/// (Anything that cannot be examined counts, as a reason to refuse.)
 fn several_file_systems() -> Option<String> {
-    let dev = |p: &std::path::Path| std::fs::metadata(p).ok().map(|m| m.dev());
-    let here = dev(data_dir())?;
-    if dev(&data_dir().join("pg_wal")) != Some(here) {
-        return Some("pg_wal is on another file system than the data directory".into());
+    let dev = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.dev());
+    let here = match dev(data_dir()) {
+        Ok(d) => d,
+        Err(e) => return Some(format!("the data directory cannot be examined ({e})")),
+    };
+    match dev(&data_dir().join("pg_wal")) {
+        Ok(d) if d == here => {}
+        Ok(_) => return Some("pg_wal is on another file system than the data directory".into()),
+        Err(e) => return Some(format!("pg_wal cannot be examined ({e})")),
     }
-    for e in std::fs::read_dir(data_dir().join("pg_tblspc"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if dev(&e.path()) != Some(here) {
-            return Some(format!(
-                "tablespace {} is on another file system than the data directory",
-                e.file_name().to_string_lossy()
-            ));
+    let entries = match std::fs::read_dir(data_dir().join("pg_tblspc")) {
+        Ok(entries) => entries,
+        Err(e) => return Some(format!("pg_tblspc cannot be read ({e})")),
+    };
+    for e in entries {
+        let e = match e {
+            Ok(e) => e,
+            Err(e) => return Some(format!("pg_tblspc cannot be read ({e})")),
+        };
+        let name = e.file_name().to_string_lossy().into_owned();
+        match dev(&e.path()) {
+            Ok(d) if d == here => {}
+            Ok(_) => {
+                return Some(format!(
+                    "tablespace {name} is on another file system than the data directory"
+                ))
+            }
+            Err(err) => return Some(format!("tablespace {name} cannot be examined ({err})")),
         }
     }
     None
@@ -206,7 +227,7 @@ fn several_file_systems() -> Option<String> {
 /// Judges what is in the data directory (see state.rs); `first_start`:
 /// nothing is known about its past, the postmaster having just started.
 fn look(first_start: bool) -> Found {
-    let signal = exists("recovery.signal") || exists("standby.signal");
+    let signal = signal_file("recovery.signal") || signal_file("standby.signal");
     let unreadable = |why: String| Found {
         verdict: Verdict::Undecidable { label: None, why },
         content: Vec::new(),
@@ -261,23 +282,17 @@ struct Refusal {
     hint: String,
 }
 
-fn capitalized(text: &str) -> String {
-    let mut c = text.chars();
-    c.next()
-        .map_or(String::new(), |first| first.to_uppercase().chain(c).collect())
-}
-
 fn undecidable(label: Option<&BackupLabel>, why: &str) -> Refusal {
+    // The texts have room for the longest label, escaped (see shim.c).
     let what = match label {
-        Some(l) => format!("It is the label of the {}", describe(l)),
+        Some(l) => format!("\"{BACKUP_LABEL}\" is the label of the {}", describe(l)),
         None => format!("\"{BACKUP_LABEL}\" is in the data directory"),
     };
     Refusal {
         message: format!(
             "pg_exclusive_backup cannot tell whether \"{BACKUP_LABEL}\" is this server's own or a restored backup's"
         ),
-        // The reason first: a long label must not crowd it out.
-        detail: format!("{}. {what}.", capitalized(why)),
+        detail: format!("{what}, but {why}."),
         hint: format!(
             "If this data directory is a restored backup, create \"recovery.signal\" (or \"standby.signal\") \
              in it and start the server again. If it is the primary that was running this backup, the backup \
@@ -299,9 +314,12 @@ fn cancel(
     id: Option<FileId>,
     occasion: Occasion,
 ) -> std::result::Result<(), String> {
+    let mut not_durable = None;
     match files::rename(data_dir(), BACKUP_LABEL, BACKUP_LABEL_OLD) {
         Ok(true) => {}
         Ok(false) => return Ok(()),
+        // Renamed, but the directory could not be fsynced.
+        Err(e) if !exists(BACKUP_LABEL) && exists(BACKUP_LABEL_OLD) => not_durable = Some(e.to_string()),
         Err(e) => {
             let e = e.to_string();
             report(
@@ -369,6 +387,14 @@ fn cancel(
         Some("The copy taken during this backup is not a valid backup. Take a new one with pg_start_backup()."),
         None,
     );
+    if let Some(e) = not_durable {
+        report(
+            Level::Warning,
+            &format!("the rename of \"{BACKUP_LABEL}\" may not be durable"),
+            Some(&e),
+            None,
+        );
+    }
     if let Err(e) = recorded {
         report(
             Level::Warning,
@@ -383,15 +409,16 @@ fn cancel(
 /// The lock file, taken as a start or stop takes it, waiting at most
 /// `ms` for another holder (only a process of a server that is going away,
 /// or someone else's, can hold it here).
-fn lock_for_postmaster(ms: u64) -> Option<files::DirLock> {
+fn lock_for_postmaster(ms: u64) -> std::result::Result<files::DirLock, String> {
     let began = std::time::Instant::now();
     loop {
         match files::DirLock::try_acquire(data_dir()) {
-            Ok(Some(lock)) => return Some(lock),
+            Ok(Some(lock)) => return Ok(lock),
             Ok(None) if began.elapsed().as_millis() < u128::from(ms) => {
                 std::thread::sleep(std::time::Duration::from_millis(10))
             }
-            _ => return None,
+            Ok(None) => return Err(format!("another process holds \"{}\"", files::LOCK_FILE)),
+            Err(e) => return Err(e.to_string()),
         }
     }
 }
@@ -408,12 +435,9 @@ fn starting() -> std::result::Result<(), Refusal> {
     if matches!(found.verdict, Verdict::Live(_)) {
         // No other process of this server is alive now, but the lock is
         // taken all the same, and the verdict made again under it.
-        _lock = lock_for_postmaster(5000).ok_or_else(|| {
+        _lock = lock_for_postmaster(5000).map_err(|why| {
             let label = label::parse(&found.content).ok();
-            undecidable(
-                label.as_ref(),
-                &format!("another process holds \"{}\"", files::LOCK_FILE),
-            )
+            undecidable(label.as_ref(), &why)
         })?;
         found = look(first);
     }
@@ -504,14 +528,17 @@ extern "C" fn peb_postmaster_exiting() {
                 // A postmaster that exits abnormally may leave children
                 // behind for a moment; one of them may be changing the
                 // files.
-                let Some(_lock) = lock_for_postmaster(0) else {
-                    report(
-                        Level::Warning,
-                        "online backup mode was not canceled",
-                        Some(&format!("Another process holds \"{}\".", files::LOCK_FILE)),
-                        None,
-                    );
-                    return;
+                let _lock = match lock_for_postmaster(0) {
+                    Ok(lock) => lock,
+                    Err(why) => {
+                        report(
+                            Level::Warning,
+                            "online backup mode was not canceled",
+                            Some(&format!("The lock file could not be taken: {why}.")),
+                            None,
+                        );
+                        return;
+                    }
                 };
                 let found = look(false);
                 if let Verdict::Live(label) = found.verdict {

@@ -200,6 +200,7 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         // Prepare: everything that can fail, before anything changes. Any
         // error up to the claim leaves the backup running and stoppable.
         let Some((text, parsed)) = current_label()? else {
+            forget_vanished_backup()?;
             return Err(not_running_here());
         };
         let prepared = server::PreparedStop::new(&parsed, &text)?;
@@ -242,6 +243,20 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
     )
     .detail("Other sessions stopped and started exclusive backups while this one tried to stop one.")
     .hint("Try again."))
+}
+
+/// In preload mode, shared memory may still say a backup runs whose label
+/// has gone without a stop (removed by hand): once the label is seen to be
+/// absent with the lock held, monitoring is told so.
+fn forget_vanished_backup() -> Result<()> {
+    if !matches!(postmaster::running_backup(), Some(Some(_))) {
+        return Ok(());
+    }
+    let _lock = server::lock_data_dir()?;
+    if files::regular_or_absent(data_dir(), BACKUP_LABEL)?.is_none() {
+        postmaster::set_running_backup(None);
+    }
+    Ok(())
 }
 
 enum Claim {

@@ -607,8 +607,8 @@ impl Drop for InBackupMode {
 }
 
 /// Removes the backup_label this worker linked into place when dropped,
-/// unless disarmed; lives only while the lock is held, so nobody else can
-/// have seen the label. `start` is the backup's start (TimestampTz), for
+/// unless disarmed; lives only while the lock is held, so no start or stop
+/// can have acted on the label (a reader without the lock may have seen it). `start` is the backup's start (TimestampTz), for
 /// preload mode's shared memory when the label has to stay.
 struct LinkedLabel {
     armed: bool,

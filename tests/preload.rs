@@ -569,10 +569,35 @@ fn monitoring_answers_from_shared_memory() {
     let mut other = c.connect();
     assert!(in_backup(&mut other), "answered from the file system");
     assert_eq!(start_time_in(&mut other, "UTC"), t0);
+    // A stop that finds no label tells monitoring so.
+    let e = db_error(s.query_one("SELECT pg_stop_backup(false)", &[]), NOT_READY);
+    assert_eq!(e.message(), "exclusive backup not in progress");
+    assert!(!in_backup(&mut other), "shared memory kept a vanished backup");
     fs::rename(c.root().join("aside"), c.path("backup_label")).unwrap();
     stop_backup(&mut s, false);
     assert!(!in_backup(&mut other));
     assert_eq!(start_time_in(&mut other, "UTC"), None);
+}
+
+/// A dangling recovery.signal symlink is no signal file for the server,
+/// and none for the postmaster's judgement either: the primary's label is
+/// renamed and the server starts as the primary.
+#[test]
+fn a_dangling_signal_file_link_is_no_signal_file() {
+    let (mut c, mut s) = preloaded(&[]);
+    start_backup(&mut s, "dangling signal");
+    drop(s);
+    kill_all_server_processes(&c);
+    std::os::unix::fs::symlink("/nonexistent/recovery.signal", c.path("recovery.signal")).unwrap();
+    let from = log_len(&c);
+    c.start();
+    let log = log_since(&c, from);
+    assert!(log.contains("online backup mode canceled"), "{log}");
+    assert!(!log.contains("backup recovery"), "{log}");
+    let mut s = c.connect();
+    let in_recovery: bool = s.query_one("SELECT pg_is_in_recovery()", &[]).unwrap().get(0);
+    assert!(!in_recovery);
+    assert_no_backup_in_pg_control(&c, "after the start");
 }
 
 /// Without preload mode: CREATE EXTENSION warns and each pg_start_backup
