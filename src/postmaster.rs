@@ -333,7 +333,11 @@ fn cancel(
             return Err(e);
         }
     }
-    let map = exists(TABLESPACE_MAP).then(|| files::rename(data_dir(), TABLESPACE_MAP, TABLESPACE_MAP_OLD));
+    // files::rename says itself whether there was a map to rename.
+    let map = match files::rename(data_dir(), TABLESPACE_MAP, TABLESPACE_MAP_OLD) {
+        Ok(false) => None,
+        renamed => Some(renamed),
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);

@@ -20,8 +20,6 @@
 //! recovery from backup_label makes consistent; so where the data
 //! directory spans file systems, the first start refuses to decide.
 
-use std::fmt;
-
 use crate::label::{self, BackupLabel};
 
 /// The record's name, beside backup_label.
@@ -218,12 +216,6 @@ pub fn judge(
             "the file system does not record birth times, so a copy whose label reuses the inode \
              number of the one published here cannot be told from it",
         ),
-    }
-}
-
-impl fmt::Display for FileId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "inode {} on device {}", self.ino, self.dev)
     }
 }
 
