@@ -16,9 +16,8 @@ use common::proof::*;
 use common::*;
 use postgres::Client;
 
-/// A running preloaded cluster with the extension, WAL archiving into
-/// `archive/` beside the data directory (restore_command reads it back),
-/// and a WAL size small enough for checkpoints to recycle segments.
+/// A running preloaded cluster ([`archiving`]) with a WAL size small
+/// enough for checkpoints to recycle segments.
 fn preloaded(extra: &[&str]) -> (Cluster, Client) {
     let mut settings = vec![
         PRELOAD,
@@ -29,7 +28,13 @@ fn preloaded(extra: &[&str]) -> (Cluster, Client) {
         "wal_keep_size = 0",
     ];
     settings.extend_from_slice(extra);
-    let mut c = Cluster::init(&settings);
+    archiving(&settings)
+}
+
+/// A running cluster with `settings`, the extension, and WAL archived
+/// into `archive/` beside the data directory, which restore_command reads.
+fn archiving(settings: &[&str]) -> (Cluster, Client) {
+    let mut c = Cluster::init(settings);
     let archive = c.make_dir("archive");
     c.append_conf(&[
         &format!("archive_command = 'cp %p {}/%f'", archive.display()),
@@ -642,15 +647,7 @@ fn without_preload_mode_the_start_says_what_it_would_add() {
 /// fails.
 #[test]
 fn without_preload_mode_copies_come_up_early_and_a_crash_marks_pg_control() {
-    let mut c = Cluster::init(&["wal_level = replica", "archive_mode = on"]);
-    let archive = c.make_dir("archive");
-    c.append_conf(&[
-        &format!("archive_command = 'cp %p {}/%f'", archive.display()),
-        &format!("restore_command = 'cp {}/%f %p'", archive.display()),
-    ]);
-    c.start();
-    c.create_extension();
-    let mut s = c.connect();
+    let (mut c, mut s) = archiving(&["wal_level = replica", "archive_mode = on"]);
     s.batch_execute("CREATE TABLE marks (n int)").unwrap();
     let start_lsn = start_backup(&mut s, "without preload");
     let image = c.root().join("image");
