@@ -6,7 +6,7 @@
 
 EXTENSION = pg_exclusive_backup
 MODULES = pg_exclusive_backup
-DATA = pg_exclusive_backup--1.0.sql
+DATA = pg_exclusive_backup--1.0.sql pg_exclusive_backup--1.1.sql pg_exclusive_backup--1.0--1.1.sql
 REGRESS = pg_exclusive_backup errors privileges
 REGRESS_OPTS = --inputdir=$(srcdir)/regress --outputdir=$(CURDIR)/regress-out
 

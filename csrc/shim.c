@@ -16,7 +16,9 @@
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
 #include "access/xlogarchive.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
@@ -26,8 +28,10 @@
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "shim.h"
@@ -37,7 +41,7 @@ peb_magic_data(void)
 {
 #if PG_VERSION_NUM >= 180000
 	static const Pg_magic_struct data =
-		PG_MODULE_MAGIC_DATA(.name = "pg_exclusive_backup",.version = "1.0.0");
+		PG_MODULE_MAGIC_DATA(.name = "pg_exclusive_backup",.version = "1.1.0");
 #else
 	static const Pg_magic_struct data = PG_MODULE_MAGIC_DATA;
 #endif
@@ -518,4 +522,88 @@ peb_install_preload_hooks(void)
 	shmem_request_hook = peb_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = peb_shmem_startup;
+}
+
+bool
+peb_session_info(char *user, char *db, char *from, size_t len)
+{
+	const char *name = GetUserNameFromId(GetSessionUserId(), true);
+	const char *dbname = OidIsValid(MyDatabaseId) ? get_database_name(MyDatabaseId) : NULL;
+
+	strlcpy(user, name ? name : "", len);
+	strlcpy(db, dbname ? dbname : "", len);
+	from[0] = '\0';
+	if (MyProcPort == NULL)
+		return false;
+	/* The server's own inet_client_addr(): NULL over a Unix socket. */
+	{
+		LOCAL_FCINFO(call, 0);
+		Datum		addr;
+
+		InitFunctionCallInfoData(*call, NULL, 0, InvalidOid, NULL, NULL);
+		addr = inet_client_addr(call);
+		if (call->isnull)
+			strlcpy(from, "local", len);
+		else
+			strlcpy(from, DatumGetCString(DirectFunctionCall1(inet_out, addr)), len);
+	}
+	return true;
+}
+
+const char *
+peb_application_name(void)
+{
+	return application_name ? application_name : "";
+}
+
+bool
+peb_valid_in_database(const char *bytes, int len)
+{
+	return pg_verifymbstr(bytes, len, true);
+}
+
+Datum
+peb_text_datum(const char *bytes, int len)
+{
+	return PointerGetDatum(cstring_to_text_with_len(bytes, len));
+}
+
+Datum
+peb_interval_datum(int64 usec)
+{
+	Interval   *interval = palloc0(sizeof(Interval));
+
+	interval->time = usec;
+	return IntervalPGetDatum(interval);
+}
+
+Datum
+peb_row(FunctionCallInfo fcinfo, const Oid *types, int natts, Datum *values, bool *nulls)
+{
+	TupleDesc	tupdesc;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	/* An SQL definition from another version of the extension. */
+	if (tupdesc->natts != natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the SQL definition of this function does not match the pg_exclusive_backup library"),
+				 errdetail("It returns %d columns, the library %d.", tupdesc->natts, natts),
+				 errhint("Run ALTER EXTENSION pg_exclusive_backup UPDATE.")));
+	for (int i = 0; i < natts; i++)
+		if (TupleDescAttr(tupdesc, i)->atttypid != types[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the SQL definition of this function does not match the pg_exclusive_backup library"),
+					 errdetail("Column %d has another type.", i + 1),
+					 errhint("Run ALTER EXTENSION pg_exclusive_backup UPDATE.")));
+	tupdesc = BlessTupleDesc(tupdesc);
+	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+uint32
+peb_insert_timeline(void)
+{
+	return GetWALInsertionTimeLine();
 }

@@ -103,6 +103,29 @@ extern bool peb_creating_extension(void);
 /* Installs the shared memory hooks; see src/postmaster.rs. */
 extern void peb_install_preload_hooks(void);
 
+/*
+ * The calling session, for the status view: session_user and the current
+ * database's name (empty when unknown), and the client's numeric address,
+ * "local" for a Unix socket. Returns false, with `from` empty, for a
+ * process without a client connection. May raise an ERROR.
+ */
+extern bool peb_session_info(char *user, char *db, char *from, size_t len);
+extern const char *peb_application_name(void);
+
+/* Whether bytes are valid text in the database encoding. */
+extern bool peb_valid_in_database(const char *bytes, int len);
+/* Datums of a row; each may raise an ERROR. */
+extern Datum peb_text_datum(const char *bytes, int len);
+extern Datum peb_interval_datum(int64 usec);
+/*
+ * The function's one-row result, after checking that its declared columns
+ * are `natts` of the types `types`. May raise an ERROR.
+ */
+extern Datum peb_row(FunctionCallInfo fcinfo, const Oid *types, int natts,
+					 Datum *values, bool *nulls);
+/* The timeline WAL is written on; only outside recovery. */
+extern uint32 peb_insert_timeline(void);
+
 /* A GUC's current value, NULL if it is not set (test hooks only). */
 extern const char *peb_guc_value(const char *name);
 

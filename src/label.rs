@@ -366,7 +366,6 @@ pub fn parse_lsn(v: &[u8]) -> Result<Lsn, String> {
 }
 
 /// Formats an LSN the way the server does ("%X/%X").
-#[cfg(test)]
 pub fn format_lsn(lsn: Lsn) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }

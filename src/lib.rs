@@ -11,6 +11,7 @@
 //! - `server`: safe wrappers over the server calls, one module per backup
 //!   API generation (`server/pg15.rs`, `server/pg16.rs`)
 //! - `sql`: what each SQL function does
+//! - `status`: pg_exclusive_backup_status()
 //! - `archive`: pg_stop_backup's wait for the archiver
 //! - `start`: the start protocol, both the caller's and the background
 //!   worker's side
@@ -51,6 +52,8 @@ mod server;
 mod sql;
 #[cfg(not(test))]
 mod start;
+#[cfg(not(test))]
+mod status;
 
 #[cfg(not(test))]
 mod exports {
@@ -97,6 +100,7 @@ mod exports {
         pg_finfo_peb_backup_start_time,
         sql::backup_start_time
     );
+    sql_function!(peb_status, pg_finfo_peb_status, crate::status::status);
     /// The background worker that enters backup mode for pg_start_backup
     /// (see start.rs); the postmaster looks it up by this name.
     #[no_mangle]

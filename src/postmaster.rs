@@ -340,7 +340,14 @@ fn cancel(
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+        .map_or(0, |d| d.as_micros() as i64);
+    // The record was judged to describe this label: it keeps who started
+    // the backup and the history.
+    let kept = files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES)
+        .ok()
+        .flatten()
+        .and_then(|b| Record::parse(&b).ok())
+        .filter(|r| r.label == content);
     let record = Record {
         label_file: id.unwrap_or(FileId {
             dev: 0,
@@ -348,6 +355,9 @@ fn cancel(
             birth: None,
         }),
         outcome: Outcome::EndedByRestart { at: now },
+        session: kept.as_ref().and_then(|r| r.session.clone()),
+        previous: kept.as_ref().and_then(|r| r.previous.clone()),
+        last_completed: kept.as_ref().and_then(|r| r.last_completed),
         label: content.to_vec(),
     };
     let recorded = files::replace(data_dir(), STATE_FILE, &record.to_bytes());

@@ -21,7 +21,8 @@ use crate::label::{self, BackupLabel, BadLabelText, Method, MAX_FILE_BYTES, MAX_
 use crate::postmaster;
 use crate::server;
 use crate::start;
-use crate::state::{Outcome, Record, MAX_STATE_BYTES, STATE_FILE};
+use crate::state::{Fate, FileId, Outcome, Record, MAX_STATE_BYTES, STATE_FILE};
+use crate::status;
 
 fn recovery_error() -> Error {
     Error::new(NOT_READY, "recovery is in progress").hint("WAL control functions cannot be executed during recovery.")
@@ -108,7 +109,7 @@ fn refuse_if_nonexclusive_backup_here() -> Result<()> {
 }
 
 /// Reads and validates backup_label; `None` when there is none.
-fn current_label() -> Result<Option<(Vec<u8>, BackupLabel)>> {
+pub fn current_label() -> Result<Option<(Vec<u8>, BackupLabel)>> {
     match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? {
         None => Ok(None),
         Some(text) => {
@@ -195,6 +196,7 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         return Err(recovery_error());
     }
     refuse_if_nonexclusive_backup_here()?;
+    let stopped_by = server::session_info()?.user;
     let claimed = format!("{BACKUP_LABEL}.stopping.{}", std::process::id());
     for _ in 0..3 {
         // Prepare: everything that can fail, before anything changes. Any
@@ -208,7 +210,7 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         // may interrupt until the server has ended the backup.
         let lock = server::lock_data_dir()?;
         let held = InterruptsHeld::new();
-        let claimed = claim(&lock, &claimed, &text);
+        let claimed = claim(&lock, &claimed, &text, &stopped_by);
         drop(lock);
         match claimed? {
             Claim::Changed => continue,
@@ -224,6 +226,7 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         // held off, a cancel cannot make it report an error for a backup it
         // has ended.
         let (stop_lsn, stop_tli) = prepared.run()?;
+        record_stop_lsn(&text, stop_lsn);
         if !wait_for_archive {
             // A cancel that came in meanwhile came too late.
             server::forget_query_cancel();
@@ -287,7 +290,7 @@ impl Drop for PutBack {
 /// takes it, and no start can put a new map in place between the two
 /// steps. If either cannot be taken, both are put back and the backup
 /// stays running.
-fn claim(_lock: &DirLock, claimed: &str, expected: &[u8]) -> Result<Claim> {
+fn claim(_lock: &DirLock, claimed: &str, expected: &[u8], stopped_by: &str) -> Result<Claim> {
     match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? {
         None => return Ok(Claim::Gone),
         Some(t) if t != expected => return Ok(Claim::Changed),
@@ -311,6 +314,8 @@ fn claim(_lock: &DirLock, claimed: &str, expected: &[u8]) -> Result<Claim> {
         armed: true,
     };
     files::rename(data_dir(), TABLESPACE_MAP, &claimed_map)?;
+    // The record says so before anyone can see the label gone for good.
+    record_stop(expected, stopped_by)?;
     // Taken, both (or the label and no map): from here the stop must reach
     // the server.
     map.armed = false;
@@ -319,6 +324,60 @@ fn claim(_lock: &DirLock, claimed: &str, expected: &[u8]) -> Result<Claim> {
     let _ = files::remove(data_dir(), &claimed_map);
     let _ = files::remove(data_dir(), claimed);
     Ok(Claim::Taken)
+}
+
+/// Records, with the lock held and the label taken, that `stopped_by`
+/// stops the backup whose label is `label`.
+fn record_stop(label: &[u8], stopped_by: &str) -> Result<()> {
+    let now = status::unix_micros_now();
+    let stopped = Outcome::Stopped {
+        at: now,
+        stop_lsn: None,
+        by: stopped_by.to_string(),
+    };
+    let record = match status::read_record() {
+        Some(r) if r.outcome == Outcome::Running && r.label == label => Record { outcome: stopped, ..r },
+        // A label without its record (started by version 1.0): what the
+        // label says, and the history the record had.
+        other => Record {
+            label_file: FileId {
+                dev: 0,
+                ino: 0,
+                birth: None,
+            },
+            outcome: stopped,
+            session: None,
+            previous: None,
+            last_completed: other.and_then(|r| r.history(Fate::Copy).1),
+            label: label.to_vec(),
+        },
+    };
+    files::replace(data_dir(), STATE_FILE, &record.to_bytes())
+}
+
+/// Adds the stop LSN to the record of a stop, if the record still
+/// describes it. The backup has ended: a failure here only costs the
+/// status view that LSN, and is reported as a warning.
+fn record_stop_lsn(label: &[u8], stop_lsn: label::Lsn) {
+    let done = server::lock_data_dir().and_then(|_lock| match status::read_record() {
+        Some(mut r) if r.label == label => {
+            if let Outcome::Stopped { stop_lsn: ref mut lsn @ None, ref mut at, .. } = r.outcome {
+                *lsn = Some(stop_lsn);
+                *at = status::unix_micros_now();
+                files::replace(data_dir(), STATE_FILE, &r.to_bytes())?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    });
+    if let Err(e) = done {
+        report(
+            Level::Warning,
+            &format!("could not record the stop LSN in \"{STATE_FILE}\""),
+            Some(&e.to_string()),
+            None,
+        );
+    }
 }
 
 /// The identity of a file as far as a change of its content goes: a new

@@ -49,10 +49,15 @@ use crate::hooks;
 use crate::label::{self, Lsn, MAX_LABEL_BYTES};
 use crate::postmaster;
 use crate::server;
-use crate::state::{Outcome, Record, STATE_FILE};
+use crate::state::{self, Outcome, Record, Session, MAX_STATE_BYTES, STATE_FILE};
+use crate::status;
 
 /// How long pg_start_backup waits for a free background worker slot.
 const SLOT_WAIT_MS: i64 = 10_000;
+
+/// Room for a role, database or application name (NAMEDATALEN is 64) or a
+/// client address.
+const NAME_BYTES: usize = 256;
 
 const PENDING: u32 = 0;
 const READY: u32 = 1;
@@ -74,6 +79,13 @@ struct Request {
     /// settings.
     streamed: bool,
     label: [u8; MAX_LABEL_BYTES + 1],
+    /// The caller's session, for the state record (NUL-terminated).
+    session_user: [u8; NAME_BYTES],
+    database: [u8; NAME_BYTES],
+    started_from: [u8; NAME_BYTES],
+    has_client: bool,
+    application_name: [u8; NAME_BYTES],
+    caller_pid: i32,
     /// Written by the worker before READY, read by the caller after it.
     start_lsn: UnsafeCell<Lsn>,
     /// Written by the worker before FAILED, read by the caller after it.
@@ -136,6 +148,7 @@ thread_local! {
 /// MAX_LABEL_BYTES).
 pub fn start_in_worker(label: &[u8], fast: bool, method: label::Method) -> Result<Lsn> {
     let size = std::mem::size_of::<Request>();
+    let session = server::session_info()?;
     // SAFETY: plain server calls; the closure owns nothing.
     let (segment, request) = unsafe {
         guarded(move || {
@@ -151,6 +164,12 @@ pub fn start_in_worker(label: &[u8], fast: bool, method: label::Method) -> Resul
         fast,
         streamed: method == label::Method::Streamed,
         label: [0; MAX_LABEL_BYTES + 1],
+        session_user: [0; NAME_BYTES],
+        database: [0; NAME_BYTES],
+        started_from: [0; NAME_BYTES],
+        has_client: session.from.is_some(),
+        application_name: [0; NAME_BYTES],
+        caller_pid: std::process::id() as i32,
         start_lsn: UnsafeCell::new(0),
         failure: UnsafeCell::new(Failure {
             sqlerrcode: 0,
@@ -160,6 +179,10 @@ pub fn start_in_worker(label: &[u8], fast: bool, method: label::Method) -> Resul
         }),
     };
     initial.label[..label.len()].copy_from_slice(label);
+    copy_c(&mut initial.session_user, &session.user);
+    copy_c(&mut initial.database, &session.database);
+    copy_c(&mut initial.started_from, session.from.as_deref().unwrap_or(""));
+    copy_c(&mut initial.application_name, &session.application_name);
     // SAFETY: the segment is at least size_of::<Request>() bytes, suitably
     // aligned (dsm segments are page-aligned), and ours alone so far.
     unsafe { request.write(initial) };
@@ -628,6 +651,27 @@ impl Drop for LinkedLabel {
     }
 }
 
+/// Puts back the state record a start replaced when dropped, unless
+/// disarmed: a start that fails after writing its record leaves the
+/// history as it was. Lives only while the lock is held and no label of
+/// this start is in place (dropped after [`LinkedLabel`]).
+struct RecordWritten {
+    before: Option<Vec<u8>>,
+    armed: bool,
+}
+
+impl Drop for RecordWritten {
+    fn drop(&mut self) {
+        if !self.armed || LABEL_LEFT_IN_PLACE.with(|l| l.get()) {
+            return;
+        }
+        let _ = match &self.before {
+            Some(bytes) => files::replace(data_dir(), STATE_FILE, bytes),
+            None => files::remove(data_dir(), STATE_FILE).map(|_| ()),
+        };
+    }
+}
+
 /// Preload mode tells the primary's own label from a copy's by its birth
 /// time, which this file system does not record.
 pub fn no_birth_times() -> Error {
@@ -674,9 +718,19 @@ fn start_here(req: &Request) -> Result<()> {
         .0;
     let label_file = Prepared::write(data_dir(), BACKUP_LABEL, &text)?;
     // What a copy of the label cannot have: see state.rs.
-    let record = Record {
+    let mut record = Record {
         label_file: label_file.file_id()?,
         outcome: Outcome::Running,
+        session: Some(Session {
+            started_by: c_text(&req.session_user),
+            started_from: req.has_client.then(|| c_text(&req.started_from)),
+            application_name: c_text(&req.application_name),
+            pid: req.caller_pid,
+            database: c_text(&req.database),
+            fast: req.fast,
+        }),
+        previous: None,
+        last_completed: None,
         label: text.clone(),
     };
     if record.label_file.birth.is_none() && postmaster::preloaded() {
@@ -723,9 +777,20 @@ fn start_here(req: &Request) -> Result<()> {
         if files::regular_or_absent(data_dir(), BACKUP_LABEL)?.is_some() {
             return Err(raced());
         }
+        // The history moves on from the record of the backup before, which
+        // no label names any more.
+        let before = files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES)?;
+        if let Some(old) = before.as_deref().and_then(|b| Record::parse(b).ok()) {
+            let seen = status::Seen::now()?;
+            (record.previous, record.last_completed) = old.history(state::fate(&old, &seen.facts(None)));
+        }
         // Before the link: a label in place always has its record, even if
         // the postmaster is killed right after the link.
         files::replace(data_dir(), STATE_FILE, &record.to_bytes())?;
+        let mut recorded = RecordWritten {
+            before,
+            armed: true,
+        };
         hooks::pause("worker_recorded");
         if label_file.link_exclusive()? == Published::AlreadyExists {
             return Err(raced());
@@ -749,6 +814,7 @@ fn start_here(req: &Request) -> Result<()> {
         // from then on it, not this worker, owns the backup: whoever stops
         // it leaves backup mode.
         linked.armed = false;
+        recorded.armed = false;
         mode.0 = false;
         postmaster::set_running_backup(Some(start_time));
     }

@@ -20,12 +20,15 @@
 //! recovery from backup_label makes consistent; so where the data
 //! directory spans file systems, the first start refuses to decide.
 
-use crate::label::{self, BackupLabel};
+use crate::label::{self, BackupLabel, Lsn};
 
 /// The record's name, beside backup_label.
 pub const STATE_FILE: &str = "pg_exclusive_backup.state";
 
-const HEADER: &[u8] = b"pg_exclusive_backup state 1\n";
+/// Version 2 added the session that started the backup, the stop, and the
+/// history; a version 1 record is still read.
+const HEADER: &[u8] = b"pg_exclusive_backup state 2\n";
+const HEADER_1: &[u8] = b"pg_exclusive_backup state 1\n";
 const LABEL_FOLLOWS: &[u8] = b"label file follows:\n";
 
 /// Bigger than any record: a label is at most 8 kB.
@@ -40,44 +43,220 @@ pub struct FileId {
     pub birth: Option<(i64, u32)>,
 }
 
+/// Microseconds since the Unix epoch.
+pub type UnixMicros = i64;
+
 /// How the backup the record describes ended, as far as this extension
 /// knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Published by pg_start_backup; nothing has ended it that wrote here.
     Running,
     /// The postmaster found its label at a start or a restart, or at its
-    /// exit, and renamed it; `at` is when, in Unix seconds.
-    EndedByRestart { at: i64 },
+    /// exit, and renamed it.
+    EndedByRestart { at: UnixMicros },
+    /// pg_stop_backup ended it: took its label away at `at`, and then had
+    /// the server end the backup at `stop_lsn` (`None` until it has).
+    Stopped {
+        at: UnixMicros,
+        stop_lsn: Option<Lsn>,
+        by: String,
+    },
+}
+
+/// Who started the backup, from where: what the caller's session knew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// The session's login role (session_user).
+    pub started_by: String,
+    /// The client's address, "local" over a Unix socket, `None` for a
+    /// process without a client connection.
+    pub started_from: Option<String>,
+    pub application_name: String,
+    pub pid: i32,
+    pub database: String,
+    pub fast: bool,
+}
+
+/// How an ended backup ended, in the words of the status view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    Stopped,
+    InterruptedByRestart,
+    /// Its label went away without pg_stop_backup and without a restart
+    /// this extension saw (removed by hand, say).
+    Abandoned,
+}
+
+impl How {
+    pub fn name(self) -> &'static str {
+        match self {
+            How::Stopped => "stopped",
+            How::InterruptedByRestart => "interrupted by a server restart",
+            How::Abandoned => "abandoned",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<How> {
+        [How::Stopped, How::InterruptedByRestart, How::Abandoned]
+            .into_iter()
+            .find(|h| h.name() == name)
+    }
+}
+
+/// The last backup that ended, as far as the status view tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// Its LABEL text.
+    pub label: Vec<u8>,
+    pub how: How,
+    pub stop_lsn: Option<Lsn>,
+    pub end_time: Option<UnixMicros>,
+    pub stopped_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub label_file: FileId,
     pub outcome: Outcome,
+    /// `None` in a version 1 record, and in one the postmaster wrote
+    /// without a record to take it from.
+    pub session: Option<Session>,
+    /// The backup that ended before this one started.
+    pub previous: Option<Ended>,
+    /// When the last backup that pg_stop_backup ended was stopped,
+    /// whichever backup that was.
+    pub last_completed: Option<UnixMicros>,
     /// backup_label's content, byte for byte, as published.
     pub label: Vec<u8>,
 }
 
+/// What became of the backup a record says is running, as the server sees
+/// it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// It is the backup running now.
+    Current,
+    /// The record came with a copy of the data directory (a standby, a
+    /// restored backup): the backup it names ran on another server.
+    Copy,
+    /// A restart of this server renamed its label to backup_label.old, at
+    /// about `at` when known.
+    RenamedByRestart { at: Option<UnixMicros> },
+    /// Its label is gone, and nothing says why.
+    Vanished,
+}
+
+/// What decides a running record's [`Fate`].
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// backup_label's content, when an exclusive backup is running.
+    pub running_label: Option<&'a [u8]>,
+    pub in_recovery: bool,
+    /// backup_label.old's content and when it was renamed (its ctime).
+    pub old_label: Option<(&'a [u8], Option<UnixMicros>)>,
+    /// The timeline the server writes WAL on (not in recovery).
+    pub timeline: Option<u32>,
+}
+
+pub fn fate(record: &Record, facts: &Facts) -> Fate {
+    if facts.running_label == Some(record.label.as_slice()) {
+        return Fate::Current;
+    }
+    if facts.in_recovery {
+        return Fate::Copy;
+    }
+    // A restored copy ends its recovery on a new timeline; the primary's
+    // own restart does not change it.
+    let started_on = label::parse(&record.label).ok().map(|l| l.start_timeline);
+    if started_on.is_some() && facts.timeline.is_some() && started_on != facts.timeline {
+        return Fate::Copy;
+    }
+    match facts.old_label {
+        Some((old, at)) if old == record.label.as_slice() => Fate::RenamedByRestart { at },
+        _ => Fate::Vanished,
+    }
+}
+
 impl Record {
+    /// The last backup that ended and the last stop, given what became of
+    /// a backup this record says is running.
+    pub fn history(&self, fate: Fate) -> (Option<Ended>, Option<UnixMicros>) {
+        let label = label::parse(&self.label).map(|l| l.label).unwrap_or_default();
+        let ended = |how, stop_lsn, end_time, stopped_by| {
+            Some(Ended {
+                label: label.clone(),
+                how,
+                stop_lsn,
+                end_time,
+                stopped_by,
+            })
+        };
+        match (&self.outcome, fate) {
+            (Outcome::Stopped { at, stop_lsn, by }, _) => {
+                (ended(How::Stopped, *stop_lsn, Some(*at), Some(by.clone())), Some(*at))
+            }
+            (Outcome::EndedByRestart { at }, _) => (
+                ended(How::InterruptedByRestart, None, Some(*at), None),
+                self.last_completed,
+            ),
+            (Outcome::Running, Fate::Current | Fate::Copy) => (self.previous.clone(), self.last_completed),
+            (Outcome::Running, Fate::RenamedByRestart { at }) => {
+                (ended(How::InterruptedByRestart, None, at, None), self.last_completed)
+            }
+            (Outcome::Running, Fate::Vanished) => (ended(How::Abandoned, None, None, None), self.last_completed),
+        }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = HEADER.to_vec();
         let birth = match self.label_file.birth {
             Some((s, ns)) => format!("{s}.{ns:09}"),
             None => "unknown".to_string(),
         };
-        out.extend_from_slice(
-            format!(
-                "label file: device {} inode {} born {birth}\n",
-                self.label_file.dev, self.label_file.ino
-            )
-            .as_bytes(),
+        let mut line = |key: &str, value: &str| {
+            out.extend_from_slice(format!("{key}: {value}\n").as_bytes());
+        };
+        line(
+            "label file",
+            &format!("device {} inode {} born {birth}", self.label_file.dev, self.label_file.ino),
         );
-        match self.outcome {
-            Outcome::Running => out.extend_from_slice(b"outcome: running\n"),
-            Outcome::EndedByRestart { at } => {
-                out.extend_from_slice(format!("outcome: ended by a server restart at {at}\n").as_bytes())
+        match &self.outcome {
+            Outcome::Running => line("outcome", "running"),
+            Outcome::EndedByRestart { at } => line("outcome", &format!("ended by a server restart at {}", time(*at))),
+            Outcome::Stopped { at, stop_lsn, by } => {
+                line("outcome", &format!("stopped at {}", time(*at)));
+                if let Some(lsn) = stop_lsn {
+                    line("stop lsn", &label::format_lsn(*lsn));
+                }
+                line("stopped by", &escape(by.as_bytes()));
             }
+        }
+        if let Some(s) = &self.session {
+            line("started by", &escape(s.started_by.as_bytes()));
+            if let Some(from) = &s.started_from {
+                line("started from", &escape(from.as_bytes()));
+            }
+            line("application name", &escape(s.application_name.as_bytes()));
+            line("start pid", &s.pid.to_string());
+            line("database", &escape(s.database.as_bytes()));
+            line("fast", if s.fast { "on" } else { "off" });
+        }
+        if let Some(p) = &self.previous {
+            line("previous", p.how.name());
+            line("previous label", &escape(&p.label));
+            if let Some(lsn) = p.stop_lsn {
+                line("previous stop lsn", &label::format_lsn(lsn));
+            }
+            if let Some(t) = p.end_time {
+                line("previous end time", &time(t));
+            }
+            if let Some(by) = &p.stopped_by {
+                line("previous stopped by", &escape(by.as_bytes()));
+            }
+        }
+        if let Some(t) = self.last_completed {
+            line("last completed", &time(t));
         }
         out.extend_from_slice(LABEL_FOLLOWS);
         out.extend_from_slice(&self.label);
@@ -85,44 +264,205 @@ impl Record {
     }
 
     pub fn parse(content: &[u8]) -> Result<Record, String> {
-        let rest = content
+        let mut rest = content
             .strip_prefix(HEADER)
+            .or_else(|| content.strip_prefix(HEADER_1))
             .ok_or_else(|| "it does not start with the expected header".to_string())?;
-        let (line, rest) = split_line(rest).ok_or("it is truncated")?;
-        let words: Vec<&str> = std::str::from_utf8(line)
-            .map_err(|_| "its file line is not text")?
-            .split(' ')
-            .collect();
+        let mut fields: Vec<(&str, &str)> = Vec::new();
+        loop {
+            if let Some(label) = rest.strip_prefix(LABEL_FOLLOWS) {
+                rest = label;
+                break;
+            }
+            let (line, after) = split_line(rest).ok_or("it is truncated")?;
+            rest = after;
+            let line = std::str::from_utf8(line).map_err(|_| "a line is not text")?;
+            let (key, value) = line.split_once(": ").ok_or("a line is not understood")?;
+            if !KEYS.contains(&key) {
+                return Err(format!("unknown line \"{key}\""));
+            }
+            if fields.iter().any(|(k, _)| *k == key) {
+                return Err(format!("line \"{key}\" appears twice"));
+            }
+            fields.push((key, value));
+        }
+        let get = |key: &str| fields.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let need = |key: &str| get(key).ok_or(format!("line \"{key}\" is missing"));
+        let text = |key: &str| -> Result<Option<String>, String> {
+            get(key)
+                .map(|v| {
+                    unescape(v)
+                        .and_then(|b| String::from_utf8(b).ok())
+                        .ok_or(format!("bad value in line \"{key}\""))
+                })
+                .transpose()
+        };
+        let lsn = |key: &str| -> Result<Option<Lsn>, String> {
+            get(key)
+                .map(|v| label::parse_lsn(v.as_bytes()).map_err(|_| format!("bad LSN in line \"{key}\"")))
+                .transpose()
+        };
+        let when = |key: &str| -> Result<Option<UnixMicros>, String> {
+            get(key)
+                .map(|v| parse_time(v).ok_or(format!("bad time in line \"{key}\"")))
+                .transpose()
+        };
+
+        let words: Vec<&str> = need("label file")?.split(' ').collect();
         let label_file = match words.as_slice() {
-            ["label", "file:", "device", dev, "inode", ino, "born", born] => FileId {
+            ["device", dev, "inode", ino, "born", born] => FileId {
                 dev: dev.parse().map_err(|_| "bad device number")?,
                 ino: ino.parse().map_err(|_| "bad inode number")?,
                 birth: parse_birth(born).ok_or("bad birth time")?,
             },
             _ => return Err("its file line is not understood".into()),
         };
-        let (line, rest) = split_line(rest).ok_or("it is truncated")?;
-        let outcome = if line == b"outcome: running" {
+        let outcome = need("outcome")?;
+        let outcome = if outcome == "running" {
             Outcome::Running
-        } else if let Some(at) = line.strip_prefix(b"outcome: ended by a server restart at ".as_slice()) {
-            let at = std::str::from_utf8(at)
-                .ok()
-                .and_then(|t| t.parse().ok())
-                .ok_or("bad restart time")?;
-            Outcome::EndedByRestart { at }
+        } else if let Some(at) = outcome.strip_prefix("ended by a server restart at ") {
+            Outcome::EndedByRestart {
+                at: parse_time(at).ok_or("bad restart time")?,
+            }
+        } else if let Some(at) = outcome.strip_prefix("stopped at ") {
+            Outcome::Stopped {
+                at: parse_time(at).ok_or("bad stop time")?,
+                stop_lsn: lsn("stop lsn")?,
+                by: text("stopped by")?.ok_or("line \"stopped by\" is missing")?,
+            }
         } else {
             return Err("its outcome line is not understood".into());
         };
-        let label = rest
-            .strip_prefix(LABEL_FOLLOWS)
-            .ok_or("the label it describes is missing")?
-            .to_vec();
-        Ok(Record {
+        let session = match text("started by")? {
+            None => None,
+            Some(started_by) => Some(Session {
+                started_by,
+                started_from: text("started from")?,
+                application_name: text("application name")?.unwrap_or_default(),
+                pid: need("start pid")?.parse().map_err(|_| "bad start pid")?,
+                database: text("database")?.ok_or("line \"database\" is missing")?,
+                fast: match need("fast")? {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err("bad value in line \"fast\"".into()),
+                },
+            }),
+        };
+        let previous = match get("previous") {
+            None => None,
+            Some(how) => Some(Ended {
+                how: How::from_name(how).ok_or("bad value in line \"previous\"")?,
+                label: get("previous label")
+                    .and_then(unescape)
+                    .ok_or("bad or missing line \"previous label\"")?,
+                stop_lsn: lsn("previous stop lsn")?,
+                end_time: when("previous end time")?,
+                stopped_by: text("previous stopped by")?,
+            }),
+        };
+        let record = Record {
             label_file,
             outcome,
-            label,
-        })
+            session,
+            previous,
+            last_completed: when("last completed")?,
+            label: rest.to_vec(),
+        };
+        // Only this extension writes the record: a line out of place or out
+        // of context means it is not what was written.
+        if content.starts_with(HEADER) && record.to_bytes() != content {
+            return Err("its lines are not in the order and combination written".into());
+        }
+        Ok(record)
     }
+}
+
+const KEYS: &[&str] = &[
+    "label file",
+    "outcome",
+    "stop lsn",
+    "stopped by",
+    "started by",
+    "started from",
+    "application name",
+    "start pid",
+    "database",
+    "fast",
+    "previous",
+    "previous label",
+    "previous stop lsn",
+    "previous end time",
+    "previous stopped by",
+    "last completed",
+];
+
+/// One line per value: backslash, newline and carriage return escaped.
+fn escape(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (valid, invalid) = match std::str::from_utf8(rest) {
+            Ok(all) => (all, 0),
+            Err(e) => (
+                std::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or_default(),
+                e.error_len().unwrap_or(rest.len() - e.valid_up_to()),
+            ),
+        };
+        for c in valid.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+        let bad = &rest[valid.len()..valid.len() + invalid];
+        for b in bad {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+        rest = &rest[valid.len() + invalid..];
+    }
+    out
+}
+
+fn unescape(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next()? {
+            b'\\' => out.push(b'\\'),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b'x' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Seconds and microseconds: "1795575906.123456".
+fn time(t: UnixMicros) -> String {
+    format!("{}.{:06}", t.div_euclid(1_000_000), t.rem_euclid(1_000_000))
+}
+
+/// A time as [`time`] writes it, or whole seconds (version 1 records).
+fn parse_time(t: &str) -> Option<UnixMicros> {
+    let (s, us) = match t.split_once('.') {
+        Some((s, us)) if us.len() == 6 && us.bytes().all(|b| b.is_ascii_digit()) => (s, us.parse::<i64>().ok()?),
+        Some(_) => return None,
+        None => (t, 0),
+    };
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<i64>().ok()?.checked_mul(1_000_000)?.checked_add(us)
 }
 
 fn split_line(s: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -239,12 +579,29 @@ START EPOCH: 1795575906\n";
     };
 
     fn record(id: FileId) -> Option<Result<Vec<u8>, String>> {
-        Some(Ok(Record {
+        Some(Ok(running(id).to_bytes()))
+    }
+
+    fn running(id: FileId) -> Record {
+        Record {
             label_file: id,
             outcome: Outcome::Running,
+            session: None,
+            previous: None,
+            last_completed: None,
             label: LABEL.as_bytes().to_vec(),
         }
-        .to_bytes()))
+    }
+
+    fn session() -> Session {
+        Session {
+            started_by: "back\\up\nrole".into(),
+            started_from: Some("192.0.2.7".into()),
+            application_name: "snapshot.sh".into(),
+            pid: 4242,
+            database: "postgres".into(),
+            fast: true,
+        }
     }
 
     fn verdict(id: FileId, rec: Option<Result<Vec<u8>, String>>) -> Verdict {
@@ -253,16 +610,67 @@ START EPOCH: 1795575906\n";
 
     #[test]
     fn record_round_trip() {
-        for outcome in [Outcome::Running, Outcome::EndedByRestart { at: 1_795_576_000 }] {
+        let stopped = Outcome::Stopped {
+            at: 1_795_576_000_123_456,
+            stop_lsn: Some(0x2_0000_0138),
+            by: "ops \u{e9}\r".into(),
+        };
+        let stopping = Outcome::Stopped {
+            at: 1,
+            stop_lsn: None,
+            by: String::new(),
+        };
+        let previous = Ended {
+            label: b"weekly \\ \xff".to_vec(),
+            how: How::Abandoned,
+            stop_lsn: None,
+            end_time: Some(7),
+            stopped_by: None,
+        };
+        for outcome in [Outcome::Running, Outcome::EndedByRestart { at: 1_795_576_000_000_000 }, stopped, stopping] {
             for birth in [LIVE.birth, None, Some((5, 0))] {
-                let r = Record {
-                    label_file: FileId { birth, ..LIVE },
-                    outcome,
-                    label: b"any\xffbytes\n\nat all".to_vec(),
-                };
-                assert_eq!(Record::parse(&r.to_bytes()), Ok(r));
+                for (session, previous, last) in [
+                    (None, None, None),
+                    (Some(session()), Some(previous.clone()), Some(1_795_000_000_000_001)),
+                    (Some(Session { started_from: None, application_name: String::new(), ..session() }), None, None),
+                ] {
+                    let r = Record {
+                        label_file: FileId { birth, ..LIVE },
+                        outcome: outcome.clone(),
+                        session,
+                        previous,
+                        last_completed: last,
+                        label: b"any\xffbytes\n\nat all".to_vec(),
+                    };
+                    assert_eq!(Record::parse(&r.to_bytes()), Ok(r));
+                }
             }
         }
+    }
+
+    #[test]
+    fn version_1_records_are_read() {
+        let v1 = format!(
+            "pg_exclusive_backup state 1\nlabel file: device 2049 inode 131075 born 1795575906.123456789\n\
+             outcome: ended by a server restart at 1795576000\nlabel file follows:\n{LABEL}"
+        );
+        let r = Record::parse(v1.as_bytes()).unwrap();
+        assert_eq!(r.label_file, LIVE);
+        assert_eq!(r.outcome, Outcome::EndedByRestart { at: 1_795_576_000_000_000 });
+        assert_eq!((r.session, r.previous, r.last_completed), (None, None, None));
+        assert_eq!(r.label, LABEL.as_bytes());
+    }
+
+    #[test]
+    fn values_cannot_break_lines() {
+        for raw in [&b"a\nlabel file follows:\nb"[..], b"\\n", b"\r\n", b"\xff\xfe", b""] {
+            let e = escape(raw);
+            assert!(!e.contains('\n') && !e.contains('\r'), "{e}");
+            assert_eq!(unescape(&e).as_deref(), Some(raw));
+        }
+        assert_eq!(unescape("\\q"), None);
+        assert_eq!(unescape("\\x4"), None);
+        assert_eq!(unescape("tail\\"), None);
     }
 
     #[test]
@@ -276,7 +684,11 @@ START EPOCH: 1795575906\n";
             ("inode 131075", "inode x"),
             (".123456789", ".12345"),
             ("outcome: running", "outcome: maybe"),
-            ("state 1", "state 2"),
+            ("state 2", "state 3"),
+            ("outcome: running", "outcome: running\noutcome: running"),
+            ("outcome: running", "outcome: stopped at 5"),
+            ("outcome: running", "outcome: running\nwhatever: 1"),
+            ("outcome: running", "outcome: running\nstart pid: 12"),
         ] {
             assert!(Record::parse(text.replace(from, to).as_bytes()).is_err(), "{to}");
         }
@@ -347,7 +759,7 @@ START EPOCH: 1795575906\n";
         assert!(undecided(verdict(LIVE, record(no_birth))));
         assert!(undecided(verdict(no_birth, record(LIVE))));
         // Same file, rewritten in place (say, a restore over it).
-        let mut other = Record::parse(&record(LIVE).unwrap().unwrap()).unwrap();
+        let mut other = running(LIVE);
         other.label = LABEL.replace("nightly", "weekly").into_bytes();
         assert!(undecided(verdict(LIVE, Some(Ok(other.to_bytes())))));
     }
@@ -368,5 +780,77 @@ START EPOCH: 1795575906\n";
             Verdict::NotOurs
         );
         assert_eq!(judge(false, None, record(LIVE), None), Verdict::NoLabel);
+    }
+
+    fn facts<'a>() -> Facts<'a> {
+        Facts {
+            running_label: None,
+            in_recovery: false,
+            old_label: None,
+            timeline: Some(1),
+        }
+    }
+
+    #[test]
+    fn what_became_of_a_running_backup() {
+        let r = running(LIVE);
+        let label = LABEL.as_bytes();
+        let other = LABEL.replace("nightly", "weekly");
+        let f = |facts: Facts| fate(&r, &facts);
+        let base = facts();
+        assert_eq!(f(Facts { running_label: Some(label), ..base }), Fate::Current);
+        // Another backup runs now: this one ended somehow.
+        assert_eq!(f(Facts { running_label: Some(other.as_bytes()), ..base }), Fate::Vanished);
+        assert_eq!(f(base), Fate::Vanished);
+        assert_eq!(
+            f(Facts { old_label: Some((label, Some(9))), ..base }),
+            Fate::RenamedByRestart { at: Some(9) }
+        );
+        assert_eq!(f(Facts { old_label: Some((other.as_bytes(), Some(9))), ..base }), Fate::Vanished);
+        // A standby, a restore in progress, or a restore promoted onto a
+        // new timeline: the record came with the copy.
+        assert_eq!(f(Facts { in_recovery: true, ..base }), Fate::Copy);
+        assert_eq!(
+            f(Facts { timeline: Some(2), old_label: Some((label, None)), ..base }),
+            Fate::Copy
+        );
+    }
+
+    #[test]
+    fn history_follows_the_outcome() {
+        let mut r = running(LIVE);
+        r.previous = Some(Ended {
+            label: b"before".to_vec(),
+            how: How::Stopped,
+            stop_lsn: Some(1),
+            end_time: Some(2),
+            stopped_by: Some("ops".into()),
+        });
+        r.last_completed = Some(2);
+        assert_eq!(r.history(Fate::Current), (r.previous.clone(), Some(2)));
+        assert_eq!(r.history(Fate::Copy), (r.previous.clone(), Some(2)));
+        let (ended, last) = r.history(Fate::Vanished);
+        let ended = ended.unwrap();
+        assert_eq!((ended.label.as_slice(), ended.how, ended.end_time), (&b"nightly"[..], How::Abandoned, None));
+        assert_eq!(last, Some(2));
+        let (ended, _) = r.history(Fate::RenamedByRestart { at: Some(5) });
+        assert_eq!(ended.map(|e| (e.how, e.end_time)), Some((How::InterruptedByRestart, Some(5))));
+
+        r.outcome = Outcome::Stopped {
+            at: 10,
+            stop_lsn: Some(11),
+            by: "ops".into(),
+        };
+        // Whatever the files say now, a stopped backup stays stopped.
+        let (ended, last) = r.history(Fate::Vanished);
+        let ended = ended.unwrap();
+        assert_eq!(
+            (ended.how, ended.stop_lsn, ended.end_time, ended.stopped_by.as_deref(), last),
+            (How::Stopped, Some(11), Some(10), Some("ops"), Some(10))
+        );
+        r.outcome = Outcome::EndedByRestart { at: 12 };
+        let (ended, last) = r.history(Fate::Current);
+        assert_eq!(ended.map(|e| e.how), Some(How::InterruptedByRestart));
+        assert_eq!(last, Some(2));
     }
 }

@@ -186,3 +186,44 @@ pub fn text_for_message(raw: &[u8]) -> String {
         _ => escaped(),
     }
 }
+
+/// The calling session as the status view names it.
+pub struct SessionInfo {
+    pub user: String,
+    pub database: String,
+    pub from: Option<String>,
+    pub application_name: String,
+}
+
+/// session_user, the database, the client's address and application_name
+/// of this backend.
+pub fn session_info() -> Result<SessionInfo> {
+    const LEN: usize = 256;
+    let mut user = [0u8; LEN];
+    let mut db = [0u8; LEN];
+    let mut from = [0u8; LEN];
+    let (u, d, f) = (user.as_mut_ptr(), db.as_mut_ptr(), from.as_mut_ptr());
+    // SAFETY: each buffer is LEN bytes and outlives the call; the closure
+    // owns nothing.
+    let connected = unsafe {
+        guarded(move || pg::peb_session_info(u as *mut c_char, d as *mut c_char, f as *mut c_char, LEN))
+    }?;
+    // SAFETY: application_name is a NUL-terminated setting, copied at once.
+    let app = unsafe { CStr::from_ptr(pg::peb_application_name()) }.to_bytes().to_vec();
+    let text = |b: &[u8]| {
+        let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    Ok(SessionInfo {
+        user: text(&user),
+        database: text(&db),
+        from: connected.then(|| text(&from)),
+        application_name: text(&app),
+    })
+}
+
+/// The timeline the server writes WAL on; only outside recovery.
+pub fn insert_timeline() -> Result<u32> {
+    // SAFETY: plain shim call; the closure owns nothing.
+    unsafe { guarded(|| pg::peb_insert_timeline()) }
+}
