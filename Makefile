@@ -7,7 +7,7 @@
 EXTENSION = pg_exclusive_backup
 MODULES = pg_exclusive_backup
 DATA = pg_exclusive_backup--1.0.sql pg_exclusive_backup--1.1.sql pg_exclusive_backup--1.0--1.1.sql
-REGRESS = pg_exclusive_backup errors privileges
+REGRESS = pg_exclusive_backup errors privileges status signatures
 REGRESS_OPTS = --inputdir=$(srcdir)/regress --outputdir=$(CURDIR)/regress-out
 
 PG_CONFIG ?= pg_config

@@ -7,7 +7,8 @@ SELECT p.proname, pg_get_function_arguments(p.oid) AS arguments,
        p.proisstrict, p.proacl IS NOT NULL AS restricted
   FROM pg_proc p JOIN pg_depend d ON d.objid = p.oid AND d.classid = 'pg_proc'::regclass
  WHERE d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_exclusive_backup')
- ORDER BY 1;
+   AND p.proname <> 'pg_exclusive_backup_status' -- its columns: status.sql
+ ORDER BY 1, 2;
 
 -- The built-in non-exclusive functions are still there.
 SELECT to_regprocedure('pg_catalog.pg_backup_start(text, boolean)') IS NOT NULL AS builtin_start_kept,
