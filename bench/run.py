@@ -2,7 +2,7 @@
 """Benchmark of pg_exclusive_backup against the server's own backup API.
 
     [PG_CONFIG=/path/to/pg_config] bench/run.py [--quick] [--no-install] [--preload]
-                                               [--sections cycle,cheap,mem,archive,build]
+                                               [--sections cycle,cheap,mem,status,archive,build]
 
 Starts its own throwaway cluster (stopped and removed at the end, also on
 failure or Ctrl-C), then measures
@@ -28,6 +28,13 @@ failure or Ctrl-C), then measures
             of pg_backend_memory_contexts.total_bytes before and after; the
             time per call, the system calls per call (strace -c) and a CPU
             profile by library (perf record).
+  status    pg_exclusive_backup_status(), as a collector polls it: pgbench
+            throughput of SELECT * FROM the view against SELECT now()
+            (alternating rounds), the time per call from one query that
+            calls it 20000 times next to the same query with now(), and the
+            growth of the backend's memory contexts over those calls; with
+            and without a backup running, and after a stopped backup (the
+            history filled in).
   4. archive  pg_stop_backup(true) with archiving on, against the server's
             pg_backup_start + pg_backup_stop(true), side by side (AB BA ...)
             on a cluster of its own, once with archive_command a plain cp
@@ -581,6 +588,62 @@ def bench_cheap(cl, cfg, rows, notes):
     ctl.close()
 
 
+# ------------------------------------------------------------ status view
+
+def bench_status(cl, cfg, rows, notes):
+    log("status view")
+    scripts = {"now()": "SELECT now();\n", "status view": "SELECT * FROM pg_exclusive_backup_status;\n"}
+    paths = {}
+    for i, (k, sql) in enumerate(scripts.items()):
+        paths[k] = os.path.join(cl.tmp, f"status{i}.sql")
+        with open(paths[k], "w") as f:
+            f.write(sql)
+    ctl = cl.conn("excl")
+    n = 20000
+    ctx_sql = "SELECT sum(total_bytes)::bigint FROM pg_backend_memory_contexts"
+    for cond in ("nothing recorded", "during backup", "after a stop"):
+        if cond == "during backup":
+            ctl.query("SELECT pg_start_backup('peb-bench-status', true)")
+        if cond == "after a stop":
+            ctl.query("SELECT pg_stop_backup(false)")
+        if cond == "nothing recorded":
+            path = os.path.join(cl.data, "pg_exclusive_backup.state")
+            if os.path.exists(path):
+                os.unlink(path)
+        tps = {k: [] for k in scripts}
+        ratio = []
+        for r in range(cfg["cheap_rounds"]):
+            this = {}
+            for k in (list(scripts) if r % 2 == 0 else list(scripts)[::-1]):
+                this[k] = cl.pgbench(["-n", "-f", paths[k], "-c", "2", "-j", "2", "-T", str(cfg["cheap_secs"])],
+                                     "excl")
+                tps[k].append(this[k])
+            ratio.append(this["status view"] / this["now()"])
+        rows.append(("S", f"SELECT * FROM pg_exclusive_backup_status, {cond}: tps (-c 2 -j 2) / now()'s",
+                     f"{mmm(tps['status view'], 0)} / {mmm(tps['now()'], 0)}", cfg["cheap_rounds"], "", ""))
+        rows.append(("S", f"  ratio to now() per round", mmm(ratio, 3), cfg["cheap_rounds"], "", ""))
+        c = cl.conn("excl")
+        c.query("SELECT count(*) FROM pg_exclusive_backup_status")
+        percall = {}
+        for fn, expr in (("now()", "now()"), ("status", "(pg_exclusive_backup_status()).in_progress")):
+            times = []
+            for _ in range(cfg["mem_reps"]):
+                t0 = time.perf_counter()
+                c.query(f"SELECT count({expr}) FROM generate_series(1, {n})")
+                times.append((time.perf_counter() - t0) / n * 1e6)
+            percall[fn] = times
+        ctx0 = int(c.value(ctx_sql))
+        c.query(f"SELECT count((pg_exclusive_backup_status()).in_progress) FROM generate_series(1, {n})")
+        ctx1 = int(c.value(ctx_sql))
+        c.close()
+        extra = [a - b for a, b in zip(percall["status"], percall["now()"])]
+        rows.append(("S", f"  µs per call beyond now() ({n} calls in one query)", mmm(extra, 1),
+                     cfg["mem_reps"], "", ""))
+        rows.append(("S", f"  memory-context growth over {n} calls, bytes", str(ctx1 - ctx0), 1, "0", 
+                     "yes" if ctx1 - ctx0 <= 8192 else "NO"))
+    ctl.close()
+
+
 # ------------------------------------------------------------------ 3. memory
 
 def bench_mem(cl, cfg, rows, notes):
@@ -928,7 +991,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="about 1 minute instead of about 3.5")
     ap.add_argument("--no-install", action="store_true",
                     help="do not build and install the extension first; use what is installed")
-    ap.add_argument("--sections", default="cycle,cheap,mem,archive,build")
+    ap.add_argument("--sections", default="cycle,cheap,mem,status,archive,build")
     ap.add_argument("--preload", action="store_true",
                     help="run sections 1-3 with the library in shared_preload_libraries (preload mode)")
     args = ap.parse_args()
@@ -956,7 +1019,7 @@ def main():
 
     cl = None
     try:
-        if sections & {"cycle", "cheap", "mem"}:
+        if sections & {"cycle", "cheap", "mem", "status"}:
             cl = Cluster(bindir, "shared_preload_libraries = 'pg_exclusive_backup'\n" if args.preload else "")
             log(f"cluster in {cl.tmp}, port {cl.port}{', preload mode' if args.preload else ''}")
             cl.start()
@@ -977,6 +1040,8 @@ def main():
                 bench_cheap(cl, cfg, rows, notes)
             if "mem" in sections:
                 bench_mem(cl, cfg, rows, notes)
+            if "status" in sections:
+                bench_status(cl, cfg, rows, notes)
             bad = [ln for ln in cl.log_since(0).splitlines() if re.search(r"PANIC|TRAP:|terminated by signal", ln)]
             if bad:
                 notes.append("server log shows crashes:\n    " + "\n    ".join(bad[:5]))

@@ -139,7 +139,8 @@ heading "5. CREATE EXTENSION"
 sql "CREATE EXTENSION pg_exclusive_backup;"
 sql "SELECT f AS function, to_regproc('pg_catalog.' || f) IS NOT NULL AS present
        FROM unnest(ARRAY['pg_start_backup', 'pg_stop_backup', 'pg_is_in_backup',
-                         'pg_backup_start_time', 'pg_backup_start', 'pg_backup_stop']) AS f;"
+                         'pg_backup_start_time', 'pg_exclusive_backup_status',
+                         'pg_backup_start', 'pg_backup_stop']) AS f;"
 builtins=$(as_pg "$BINDIR/psql" -X -q -tA -h "$TMP" -p "$PORT" -d demo -v ON_ERROR_STOP=1 -c \
   "SELECT count(*) FROM unnest(ARRAY['pg_backup_start', 'pg_backup_stop']) AS f
     WHERE to_regproc('pg_catalog.' || f) IS NOT NULL;")
@@ -153,6 +154,9 @@ fi
 heading "6. Session 1: start the backup"
 sql "SELECT pg_backend_pid() AS session, pg_start_backup('demo backup', true) AS start_lsn;"
 sql "SELECT pg_is_in_backup(), pg_backup_start_time();"
+echo "(any session, in any database, as a member of pg_monitor:)"
+sql "SELECT in_progress, label, start_lsn, started_by, started_from, start_pid, database, label_method
+       FROM pg_exclusive_backup_status;"
 
 heading "7. backup_label in the live data directory"
 echo "(preload mode: \"BACKUP METHOD: streamed\", so that a restore of the copy is"
@@ -173,6 +177,7 @@ echo "copied $(du -sh "$COPY" | cut -f1) into $COPY"
 heading "9. Session 2 (a different one): stop the backup"
 sql "SELECT pg_backend_pid() AS session, pg_stop_backup() AS stop_lsn;"
 sql "SELECT pg_is_in_backup(), pg_backup_start_time();"
+sql "SELECT last_label, last_outcome, last_stop_lsn, last_stopped_by FROM pg_exclusive_backup_status;"
 
 heading "10. What the copy holds"
 ls "$COPY"
@@ -202,6 +207,7 @@ grep -A1 "online backup mode canceled" "$LOG" | sed 's/^/  /'
 as_pg "$BINDIR/pg_ctl" -D "$DATA" -l "$LOG" -w start >/dev/null
 echo "started again; in the data directory: $(cd "$DATA" && ls -d backup_label* 2>/dev/null | tr '\n' ' ')"
 sql "SELECT pg_is_in_backup();"
+sql "SELECT in_progress, last_label, last_outcome FROM pg_exclusive_backup_status;"
 as_pg "$BINDIR/psql" -X -q -h "$TMP" -p "$PORT" -d demo -c "SELECT pg_stop_backup();" 2>&1 | sed 's/^/  /' || true
 
 heading "Done"
