@@ -91,10 +91,17 @@ fn look() -> Result<Look> {
         // A label during recovery belongs to the backup being restored.
         (false, None)
     } else {
-        let label = sql::current_label()?;
         match postmaster::running_backup() {
-            Some(known) => (known.is_some(), label),
-            None => (label.is_some(), label),
+            // Preload mode: shared memory says whether a backup runs, as
+            // for pg_is_in_backup(); a label it does not count is not
+            // read, and a damaged one leaves the details to the record.
+            Some(None) => (false, None),
+            Some(Some(_)) => (true, sql::current_label().ok().flatten()),
+            // As pg_is_in_backup(): an invalid label is an error.
+            None => {
+                let label = sql::current_label()?;
+                (label.is_some(), label)
+            }
         }
     };
     let running = match (in_progress, label) {
