@@ -233,5 +233,9 @@ fn compile_shim(server_inc: &Path) {
         .flag_if_supported("-Wno-clobbered")
         .flag_if_supported("-fno-strict-aliasing")
         .flag_if_supported("-fwrapv")
+        // A declaration a major moved to another header must fail the
+        // build, not become an int-returning guess that crashes at run time.
+        .flag_if_supported("-Werror=implicit-function-declaration")
+        .flag_if_supported("-Werror=int-conversion")
         .compile("peb_shim");
 }

@@ -13,6 +13,7 @@
 
 #include <signal.h>
 
+#include "access/htup_details.h"
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
 #include "access/xlogarchive.h"
@@ -30,6 +31,7 @@
 #include "utils/elog.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -530,8 +532,8 @@ peb_session_info(char *user, char *db, char *from, size_t len)
 	const char *name = GetUserNameFromId(GetSessionUserId(), true);
 	const char *dbname = OidIsValid(MyDatabaseId) ? get_database_name(MyDatabaseId) : NULL;
 
-	strlcpy(user, name ? name : "", len);
-	strlcpy(db, dbname ? dbname : "", len);
+	snprintf(user, len, "%s", name ? name : "");
+	snprintf(db, len, "%s", dbname ? dbname : "");
 	from[0] = '\0';
 	if (MyProcPort == NULL)
 		return false;
@@ -543,9 +545,9 @@ peb_session_info(char *user, char *db, char *from, size_t len)
 		InitFunctionCallInfoData(*call, NULL, 0, InvalidOid, NULL, NULL);
 		addr = inet_client_addr(call);
 		if (call->isnull)
-			strlcpy(from, "local", len);
+			snprintf(from, len, "%s", "local");
 		else
-			strlcpy(from, DatumGetCString(DirectFunctionCall1(inet_out, addr)), len);
+			snprintf(from, len, "%s", DatumGetCString(DirectFunctionCall1(inet_out, addr)));
 	}
 	return true;
 }

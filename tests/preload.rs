@@ -761,10 +761,12 @@ fn pg_rewind_of_a_primary_killed_during_a_backup() {
     assert!(label.contains("BACKUP METHOD: pg_rewind"), "{label}");
 
     a.write("standby.signal", b"");
-    a.append_conf(&[&format!(
-        "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'",
-        b.port()
-    )]);
+    // pg_rewind copied the standby's postgresql.auto.conf, whose
+    // primary_conninfo (written by pg_basebackup -R) names this server.
+    a.write(
+        "postgresql.auto.conf",
+        format!("primary_conninfo = 'host=127.0.0.1 port={} user=postgres'\n", b.port()).as_bytes(),
+    );
     let mut a = a;
     a.start();
     let mut as_ = connect_retry(&a, Duration::from_secs(60));
