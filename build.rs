@@ -146,6 +146,7 @@ fn generate_bindings(server_inc: &Path, out_dir: &Path) {
             .allowlist_function("dsm_attach")
             .allowlist_function("dsm_detach")
             .allowlist_function("dsm_segment_address")
+            .allowlist_function("dsm_segment_map_length")
             .allowlist_function("dsm_segment_handle")
             .allowlist_function("on_dsm_detach")
             .allowlist_function("before_shmem_exit")

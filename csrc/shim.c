@@ -271,7 +271,8 @@ peb_register_start_worker(uint32 handle, BackgroundWorkerHandle **out)
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_exclusive_backup");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "peb_start_backup_worker");
+	/* Named after the request's layout: see start.rs, Request. */
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "peb_start_backup_worker_2");
 	worker.bgw_main_arg = UInt32GetDatum(handle);
 	worker.bgw_notify_pid = MyProcPid;
 

@@ -102,9 +102,13 @@ mod exports {
     );
     sql_function!(peb_status, pg_finfo_peb_status, crate::status::status);
     /// The background worker that enters backup mode for pg_start_backup
-    /// (see start.rs); the postmaster looks it up by this name.
+    /// (see start.rs); the postmaster looks it up by this name in the
+    /// library file as it is now. The suffix is the version of the request
+    /// layout: a backend still running an older library asks for another
+    /// name, and its start fails cleanly instead of meeting a worker that
+    /// reads its request at other offsets.
     #[no_mangle]
-    pub extern "C" fn peb_start_backup_worker(main_arg: Datum) {
+    pub extern "C" fn peb_start_backup_worker_2(main_arg: Datum) {
         // worker_main reports its own errors and panics; this only keeps a
         // panic in the reporting itself from unwinding into C.
         let _ = std::panic::catch_unwind(|| crate::start::worker_main(main_arg));

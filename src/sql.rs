@@ -21,7 +21,7 @@ use crate::label::{self, BackupLabel, BadLabelText, Method, MAX_FILE_BYTES, MAX_
 use crate::postmaster;
 use crate::server;
 use crate::start;
-use crate::state::{Fate, FileId, Outcome, Record, MAX_STATE_BYTES, STATE_FILE};
+use crate::state::{Fate, FileId, How, Outcome, Record, MAX_STATE_BYTES, STATE_FILE};
 use crate::status;
 
 fn recovery_error() -> Error {
@@ -229,7 +229,7 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         // held off, a cancel cannot make it report an error for a backup it
         // has ended.
         let (stop_lsn, stop_tli) = prepared.run()?;
-        record_stop_lsn(&text, stop_lsn);
+        record_stop_lsn(&text, stop_lsn, &stopped_by);
         if !wait_for_archive {
             // A cancel that came in meanwhile came too late.
             server::forget_query_cancel();
@@ -317,8 +317,9 @@ fn claim(_lock: &DirLock, claimed: &str, expected: &[u8], stopped_by: &str) -> R
         armed: true,
     };
     files::rename(data_dir(), TABLESPACE_MAP, &claimed_map)?;
-    // The record says so before anyone can see the label gone for good.
-    record_stop(expected, stopped_by)?;
+    // The record says so before anyone can see the label gone for good;
+    // but a full disk must not keep a backup from being stopped.
+    let recorded = record_stop(expected, claimed, stopped_by);
     // Taken, both (or the label and no map): from here the stop must reach
     // the server.
     map.armed = false;
@@ -326,12 +327,20 @@ fn claim(_lock: &DirLock, claimed: &str, expected: &[u8], stopped_by: &str) -> R
     postmaster::set_running_backup(None);
     let _ = files::remove(data_dir(), &claimed_map);
     let _ = files::remove(data_dir(), claimed);
+    if let Err(e) = recorded {
+        report(
+            Level::Warning,
+            &format!("could not record the stop of the exclusive backup in \"{STATE_FILE}\""),
+            Some(&e.to_string()),
+            Some("The backup is being stopped all the same; pg_exclusive_backup_status() may not show it as stopped."),
+        );
+    }
     Ok(Claim::Taken)
 }
 
-/// Records, with the lock held and the label taken, that `stopped_by`
-/// stops the backup whose label is `label`.
-fn record_stop(label: &[u8], stopped_by: &str) -> Result<()> {
+/// Records, with the lock held and the label taken (now named `claimed`),
+/// that `stopped_by` stops the backup whose label is `label`.
+fn record_stop(label: &[u8], claimed: &str, stopped_by: &str) -> Result<()> {
     let now = status::unix_micros_now();
     let stopped = Outcome::Stopped {
         at: now,
@@ -343,11 +352,11 @@ fn record_stop(label: &[u8], stopped_by: &str) -> Result<()> {
         // A label without its record (started by version 1.0): what the
         // label says, and the history the record had.
         other => Record {
-            label_file: FileId {
+            label_file: files::file_id(&data_dir().join(claimed)).unwrap_or(FileId {
                 dev: 0,
                 ino: 0,
                 birth: None,
-            },
+            }),
             outcome: stopped,
             session: None,
             previous: None,
@@ -358,20 +367,40 @@ fn record_stop(label: &[u8], stopped_by: &str) -> Result<()> {
     files::replace(data_dir(), STATE_FILE, &record.to_bytes())
 }
 
-/// Adds the stop LSN to the record of a stop, if the record still
-/// describes it. The backup has ended: a failure here only costs the
-/// status view that LSN, and is reported as a warning.
-fn record_stop_lsn(label: &[u8], stop_lsn: label::Lsn) {
-    let done = server::lock_data_dir().and_then(|_lock| match status::read_record() {
-        Some(mut r) if r.label == label => {
-            if let Outcome::Stopped { stop_lsn: ref mut lsn @ None, ref mut at, .. } = r.outcome {
-                *lsn = Some(stop_lsn);
-                *at = status::unix_micros_now();
-                files::replace(data_dir(), STATE_FILE, &r.to_bytes())?;
+/// Adds the stop LSN to the record of a stop, and with it makes the stop a
+/// completed one: in the record's own backup, or in the history of a start
+/// that came in between. The backup has ended: a failure here only costs
+/// the status view that LSN, and is reported as a warning.
+fn record_stop_lsn(label: &[u8], stop_lsn: label::Lsn, stopped_by: &str) {
+    let done = server::lock_data_dir().and_then(|_lock| {
+        let Some(mut r) = status::read_record() else {
+            return Ok(());
+        };
+        let now = status::unix_micros_now();
+        if r.label == label {
+            match r.outcome {
+                // The stop's own record, or one it could not write.
+                Outcome::Stopped { stop_lsn: None, .. } | Outcome::Running => {
+                    r.outcome = Outcome::Stopped {
+                        at: now,
+                        stop_lsn: Some(stop_lsn),
+                        by: stopped_by.to_string(),
+                    };
+                }
+                _ => return Ok(()),
             }
-            Ok(())
+        } else {
+            let text = label::parse(label).map(|l| l.label).unwrap_or_default();
+            match &mut r.previous {
+                Some(p) if p.how == How::Stopped && p.stop_lsn.is_none() && p.label == text => {
+                    p.stop_lsn = Some(stop_lsn);
+                    p.end_time = Some(now);
+                    r.last_completed = Some(now);
+                }
+                _ => return Ok(()),
+            }
         }
-        _ => Ok(()),
+        files::replace(data_dir(), STATE_FILE, &r.to_bytes())
     });
     if let Err(e) = done {
         report(

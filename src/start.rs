@@ -469,13 +469,24 @@ pub fn worker_main(main_arg: pg::Datum) {
         guarded(move || {
             let segment = pg::dsm_attach(handle);
             if segment.is_null() {
-                std::ptr::null_mut()
+                (std::ptr::null_mut(), 0)
             } else {
-                pg::dsm_segment_address(segment) as *mut Request
+                (pg::dsm_segment_address(segment) as *mut Request, pg::dsm_segment_map_length(segment))
             }
         })
     } {
-        Ok(r) if !r.is_null() => r,
+        // Another, smaller layout (see peb_start_backup_worker_2 in lib.rs;
+        // a segment from the preallocated area is rounded up to pages):
+        // touch nothing of it.
+        Ok((r, len)) if !r.is_null() && len < std::mem::size_of::<Request>() => {
+            crate::boundary::log(&format!(
+                "pg_exclusive_backup: the start request has {len} bytes where this library expects {}; \
+                 the calling session runs another version of the library",
+                std::mem::size_of::<Request>()
+            ));
+            return;
+        }
+        Ok((r, _)) if !r.is_null() => r,
         Ok(_) => {
             crate::boundary::log("pg_exclusive_backup: the start worker found its request gone");
             return;
@@ -779,7 +790,9 @@ fn start_here(req: &Request) -> Result<()> {
         }
         // The history moves on from the record of the backup before, which
         // no label names any more.
-        let before = files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES)?;
+        // Best effort: a record that cannot be read only loses the history
+        // (writing the new one below still has to succeed).
+        let before = files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES).ok().flatten();
         if let Some(old) = before.as_deref().and_then(|b| Record::parse(b).ok()) {
             let seen = status::Seen::now()?;
             (record.previous, record.last_completed) = old.history(state::fate(&old, &seen.facts(None)));

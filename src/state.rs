@@ -153,8 +153,9 @@ pub struct Facts<'a> {
     /// backup_label's content, when an exclusive backup is running.
     pub running_label: Option<&'a [u8]>,
     pub in_recovery: bool,
-    /// backup_label.old's content and when it was renamed (its ctime).
-    pub old_label: Option<(&'a [u8], Option<UnixMicros>)>,
+    /// backup_label.old's content, when it was renamed (its ctime), and
+    /// its identity.
+    pub old_label: Option<(&'a [u8], Option<UnixMicros>, Option<FileId>)>,
     /// The timeline the server writes WAL on (not in recovery).
     pub timeline: Option<u32>,
 }
@@ -172,9 +173,29 @@ pub fn fate(record: &Record, facts: &Facts) -> Fate {
     if started_on.is_some() && facts.timeline.is_some() && started_on != facts.timeline {
         return Fate::Copy;
     }
-    match facts.old_label {
-        Some((old, at)) if old == record.label.as_slice() => Fate::RenamedByRestart { at },
-        _ => Fate::Vanished,
+    let Some((old, at, id)) = facts.old_label else {
+        return Fate::Vanished;
+    };
+    if old == record.label.as_slice() {
+        // A rename keeps the file: the same content in another file is a
+        // copy's label, renamed by the copy's own recovery.
+        let other_file = id.is_some_and(|id| {
+            id.ino != record.label_file.ino
+                || matches!((id.birth, record.label_file.birth), (Some(a), Some(b)) if a != b)
+        });
+        return if other_file { Fate::Copy } else { Fate::RenamedByRestart { at } };
+    }
+    // Another label renamed at a start: an older backup of this server's
+    // leaves the record's backup to have vanished; pg_basebackup's or
+    // pg_rewind's label, or a later one, means this is a copy.
+    let older = match (label::parse(old), label::parse(&record.label)) {
+        (Ok(o), Ok(r)) => o.start_lsn < r.start_lsn,
+        _ => false,
+    };
+    if older {
+        Fate::Vanished
+    } else {
+        Fate::Copy
     }
 }
 
@@ -193,9 +214,12 @@ impl Record {
             })
         };
         match (&self.outcome, fate) {
-            (Outcome::Stopped { at, stop_lsn, by }, _) => {
-                (ended(How::Stopped, *stop_lsn, Some(*at), Some(by.clone())), Some(*at))
-            }
+            // Completed only once the server has ended it: until the stop
+            // LSN is recorded the stop may not have got that far.
+            (Outcome::Stopped { at, stop_lsn, by }, _) => (
+                ended(How::Stopped, *stop_lsn, Some(*at), Some(by.clone())),
+                stop_lsn.map(|_| *at).or(self.last_completed),
+            ),
             (Outcome::EndedByRestart { at }, _) => (
                 ended(How::InterruptedByRestart, None, Some(*at), None),
                 self.last_completed,
@@ -803,15 +827,32 @@ START EPOCH: 1795575906\n";
         assert_eq!(f(Facts { running_label: Some(other.as_bytes()), ..base }), Fate::Vanished);
         assert_eq!(f(base), Fate::Vanished);
         assert_eq!(
-            f(Facts { old_label: Some((label, Some(9))), ..base }),
+            f(Facts { old_label: Some((label, Some(9), Some(LIVE))), ..base }),
             Fate::RenamedByRestart { at: Some(9) }
         );
-        assert_eq!(f(Facts { old_label: Some((other.as_bytes(), Some(9))), ..base }), Fate::Vanished);
+        assert_eq!(
+            f(Facts { old_label: Some((label, None, None)), ..base }),
+            Fate::RenamedByRestart { at: None }
+        );
+        // The same content in another file: a copy restored without a
+        // signal file, whose crash recovery renamed its own label.
+        let copied = FileId { ino: 9, ..LIVE };
+        assert_eq!(f(Facts { old_label: Some((label, Some(9), Some(copied))), ..base }), Fate::Copy);
+        let reborn = FileId { birth: Some((1, 2)), ..LIVE };
+        assert_eq!(f(Facts { old_label: Some((label, Some(9), Some(reborn))), ..base }), Fate::Copy);
+        // An older label of this server's renamed at an earlier start.
+        let older = LABEL.replace("0/2000028", "0/1000028");
+        assert_eq!(f(Facts { old_label: Some((older.as_bytes(), None, None)), ..base }), Fate::Vanished);
+        // pg_basebackup's or pg_rewind's label, or a later one: a copy.
+        let later = LABEL.replace("0/2000028", "0/3000028");
+        assert_eq!(f(Facts { old_label: Some((later.as_bytes(), None, None)), ..base }), Fate::Copy);
+        let basebackup = LABEL.replace("START EPOCH: 1795575906\n", "");
+        assert_eq!(f(Facts { old_label: Some((basebackup.as_bytes(), None, None)), ..base }), Fate::Copy);
         // A standby, a restore in progress, or a restore promoted onto a
         // new timeline: the record came with the copy.
         assert_eq!(f(Facts { in_recovery: true, ..base }), Fate::Copy);
         assert_eq!(
-            f(Facts { timeline: Some(2), old_label: Some((label, None)), ..base }),
+            f(Facts { timeline: Some(2), old_label: Some((label, None, Some(LIVE))), ..base }),
             Fate::Copy
         );
     }
@@ -848,6 +889,16 @@ START EPOCH: 1795575906\n";
             (ended.how, ended.stop_lsn, ended.end_time, ended.stopped_by.as_deref(), last),
             (How::Stopped, Some(11), Some(10), Some("ops"), Some(10))
         );
+        // Stopped, the server's end of the backup not yet recorded: not
+        // (yet) a completed backup.
+        r.outcome = Outcome::Stopped {
+            at: 10,
+            stop_lsn: None,
+            by: "ops".into(),
+        };
+        let (ended, last) = r.history(Fate::Vanished);
+        assert_eq!(ended.map(|e| (e.how, e.stop_lsn)), Some((How::Stopped, None)));
+        assert_eq!(last, Some(2));
         r.outcome = Outcome::EndedByRestart { at: 12 };
         let (ended, last) = r.history(Fate::Current);
         assert_eq!(ended.map(|e| e.how), Some(How::InterruptedByRestart));

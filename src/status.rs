@@ -40,7 +40,7 @@ pub fn read_record() -> Option<Record> {
 /// What `state::fate` needs beyond the running label.
 pub struct Seen {
     in_recovery: bool,
-    old_label: Option<(Vec<u8>, Option<UnixMicros>)>,
+    old_label: Option<(Vec<u8>, Option<UnixMicros>, Option<state::FileId>)>,
     timeline: Option<u32>,
 }
 
@@ -52,10 +52,11 @@ impl Seen {
             .flatten()
             .map(|text| {
                 // The rename that made it .old set its ctime.
-                let at = std::fs::symlink_metadata(data_dir().join(BACKUP_LABEL_OLD))
+                let path = data_dir().join(BACKUP_LABEL_OLD);
+                let at = std::fs::symlink_metadata(&path)
                     .ok()
                     .map(|m| m.ctime() * 1_000_000 + m.ctime_nsec() / 1000);
-                (text, at)
+                (text, at, files::file_id(&path).ok())
             });
         let timeline = if in_recovery { None } else { Some(server::insert_timeline()?) };
         Ok(Seen {
@@ -69,7 +70,7 @@ impl Seen {
         Facts {
             running_label,
             in_recovery: self.in_recovery,
-            old_label: self.old_label.as_ref().map(|(t, at)| (t.as_slice(), *at)),
+            old_label: self.old_label.as_ref().map(|(t, at, id)| (t.as_slice(), *at, *id)),
             timeline: self.timeline,
         }
     }
@@ -184,9 +185,17 @@ pub fn status(fcinfo: FunctionCallInfo) -> Result<Datum> {
     let mut seen = look()?;
     if matches!(seen.record, Some((_, Fate::Vanished))) {
         // A start between writing its record and linking its label looks
-        // the same for a moment; both happen under the lock.
-        let _lock = server::lock_data_dir()?;
-        seen = look()?;
+        // the same for a moment; both happen under the lock, which starts
+        // and stops hold for milliseconds. Looked at again with the lock
+        // held, if it comes free within two seconds; otherwise what was seen.
+        for _ in 0..400 {
+            if let Some(_lock) = files::DirLock::try_acquire(data_dir())? {
+                seen = look()?;
+                break;
+            }
+            server::check_for_interrupts()?;
+            server::wait_latch(5, false, "waiting for pg_exclusive_backup.lock")?;
+        }
     }
     let mut values = [0 as Datum; TYPES.len()];
     let mut nulls = [true; TYPES.len()];

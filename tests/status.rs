@@ -229,6 +229,7 @@ fn a_copy_is_not_in_progress_and_keeps_the_history_before_it() {
     // from an archive.
     let restore = format!("restore_command = 'cp {}/pg_wal/%f %p'", c.data_dir().display());
     let copy = Cluster::from_image(c.data_dir(), &["hot_standby = on", &restore]);
+    let mut plain = Cluster::from_image(c.data_dir(), &[]);
     stop_backup(&mut s, false);
     s.batch_execute("SELECT pg_switch_wal()").unwrap();
     let mut copy = copy;
@@ -248,6 +249,16 @@ fn a_copy_is_not_in_progress_and_keeps_the_history_before_it() {
     run_ok(copy.install().command("pg_ctl").arg("-D").arg(copy.data_dir()).args(["-w", "promote"]));
     let st = status(&mut r);
     eprintln!("promoted copy: {st:?}");
+    assert_none_running(&st);
+    assert_eq!(last(&st), (Some("before the copy"), Some("stopped")));
+    // The same copy started without a signal file: crash recovery from
+    // its label, which it renames, on the backup's timeline. Its label
+    // is another file than the primary's: still a copy.
+    plain.start();
+    let mut p = plain.connect();
+    let st = status(&mut p);
+    eprintln!("copy started without a signal file: {st:?}");
+    assert!(plain.exists("backup_label.old"));
     assert_none_running(&st);
     assert_eq!(last(&st), (Some("before the copy"), Some("stopped")));
     // The primary has it right.
@@ -397,9 +408,10 @@ fn status_waits_out_a_start_between_its_record_and_its_label() {
     stop_backup(&mut s, false);
     let record_before = c.read("pg_exclusive_backup.state").unwrap();
 
-    // Held with the record written and the label not yet linked: the
-    // status does not call the backup before "abandoned".
-    set_test_pause(&c, "worker_recorded:3000");
+    // Held with the record written and the label not yet linked (for a
+    // second, less than the status waits for the lock): the status does
+    // not call the backup "abandoned".
+    set_test_pause(&c, "worker_recorded:1000");
     let mut caller = c.connect();
     let h = std::thread::spawn(move || start_backup(&mut caller, "racing"));
     wait_until("the record of the racing start", Duration::from_secs(30), || {
@@ -419,6 +431,7 @@ fn status_waits_out_a_start_between_its_record_and_its_label() {
     // A start that fails after writing its record puts the old one back.
     let record_before_failure = c.read("pg_exclusive_backup.state").unwrap();
     assert_ne!(record_before_failure, record_before);
+    set_test_pause(&c, "worker_recorded:5000");
     let mut caller = c.connect();
     let h = std::thread::spawn(move || {
         caller
@@ -439,4 +452,58 @@ fn status_waits_out_a_start_between_its_record_and_its_label() {
     let st = status(&mut s);
     assert_none_running(&st);
     assert_eq!(last(&st), (Some("racing"), Some("stopped")));
+}
+
+#[test]
+fn a_stop_killed_before_the_server_ended_the_backup_is_not_completed() {
+    let mut c = Cluster::with_extension(&[]);
+    let mut s = c.connect();
+    start_backup(&mut s, "completed");
+    stop_backup(&mut s, false);
+    let completed = col(&status(&mut s), "last_completed_time").unwrap().to_string();
+    start_backup(&mut s, "killed while stopping");
+    set_test_pause(&c, "stop_claimed:600000");
+    let mut stopper = c.connect();
+    let h = std::thread::spawn(move || stopper.query_one("SELECT pg_stop_backup(false)::text", &[]).map(|_| ()));
+    wait_until("the stop to claim the label", Duration::from_secs(60), || !c.exists("backup_label"));
+    drop(s);
+    kill_all_server_processes(&c);
+    assert!(h.join().unwrap().is_err());
+    set_test_pause_in_file(&c);
+    c.start();
+    let mut s = c.connect();
+    let st = status(&mut s);
+    eprintln!("after the killed stop: {st:?}");
+    assert_none_running(&st);
+    assert_eq!(last(&st), (Some("killed while stopping"), Some("stopped")));
+    assert_eq!(col(&st, "last_stop_lsn"), None, "the server never ended it");
+    assert_eq!(col(&st, "last_completed_time"), Some(completed.as_str()));
+}
+
+/// Clears the delay points in postgresql.conf of a cluster that is down.
+fn set_test_pause_in_file(c: &Cluster) {
+    c.append_conf(&["pg_exclusive_backup.test_pause = ''"]);
+}
+
+#[test]
+fn a_stop_that_cannot_write_the_record_still_stops() {
+    let c = Cluster::with_extension(&[]);
+    let mut s = c.connect();
+    start_backup(&mut s, "unrecorded");
+    let (mut stopper, notices) = c.connect_with_notices();
+    let pid = pid_of(&mut stopper);
+    // The stop's temporary file for the record cannot be created.
+    let blocker = c.path(&format!("pg_exclusive_backup.state.tmp.{pid}"));
+    fs::create_dir(&blocker).unwrap();
+    stop_backup(&mut stopper, false);
+    let said = notices.lock().unwrap().join("\n");
+    eprintln!("{said}");
+    assert!(said.contains("could not record the stop of the exclusive backup"), "{said}");
+    assert!(!in_backup(&mut s));
+    assert!(!c.exists("backup_label"));
+    fs::remove_dir(blocker).unwrap();
+    // The next backup runs as usual.
+    start_backup(&mut s, "next");
+    stop_backup(&mut s, false);
+    assert_eq!(last(&status(&mut s)), (Some("next"), Some("stopped")));
 }

@@ -37,10 +37,12 @@ SELECT in_progress, label, start_lsn = :'start_lsn' AS start_lsn_matches,
        start_timeline = (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline_matches,
        start_time = pg_backup_start_time() AS start_time_matches,
        duration BETWEEN interval '0' AND clock_timestamp() - start_time AS duration_so_far,
-       fast, started_by = session_user AS started_by_me, started_from,
+       fast, started_by = session_user AS started_by_me,
+       started_from = coalesce(host(inet_client_addr()), 'local') AS started_from_here,
        application_name = current_setting('application_name') AS application_name_matches,
        start_pid = pg_backend_pid() AS start_pid_matches, database = current_database() AS database_matches,
-       label_method, preloaded
+       label_method = CASE WHEN preloaded THEN 'streamed' ELSE 'pg_start_backup' END AS label_method_of_the_mode,
+       preloaded = (current_setting('shared_preload_libraries') ~ 'pg_exclusive_backup') AS preloaded_as_configured
   FROM pg_exclusive_backup_status;
 
 -- Another session, connected as another role, sees the same backup.
