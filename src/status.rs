@@ -183,7 +183,7 @@ fn text(bytes: &[u8]) -> Result<Datum> {
 
 pub fn status(fcinfo: FunctionCallInfo) -> Result<Datum> {
     let mut seen = look()?;
-    if matches!(seen.record, Some((_, Fate::Vanished))) {
+    if matches!(&seen.record, Some((r, Fate::Vanished)) if r.outcome == Outcome::Running) {
         // A start between writing its record and linking its label looks
         // the same for a moment; both happen under the lock, which starts
         // and stops hold for milliseconds. Looked at again with the lock
