@@ -214,11 +214,12 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         let lock = server::lock_data_dir()?;
         let held = InterruptsHeld::new();
         let claimed = claim(&lock, &claimed, &text, &stopped_by);
+        let unrecorded_stop;
         drop(lock);
         match claimed? {
             Claim::Changed => continue,
             Claim::Gone => return Err(not_running().detail("Another session stopped it at the same time.")),
-            Claim::Taken => {}
+            Claim::Taken(unrecorded) => unrecorded_stop = unrecorded,
         }
         hooks::pause("stop_claimed");
         // The label is gone from its place; the server must now leave backup
@@ -229,6 +230,14 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
         // held off, a cancel cannot make it report an error for a backup it
         // has ended.
         let (stop_lsn, stop_tli) = prepared.run()?;
+        if let Some(e) = unrecorded_stop {
+            report(
+                Level::Warning,
+                &format!("could not record the stop of the exclusive backup in \"{STATE_FILE}\""),
+                Some(&e.to_string()),
+                Some("The backup was stopped all the same."),
+            );
+        }
         record_stop_lsn(&text, stop_lsn, &stopped_by);
         if !wait_for_archive {
             // A cancel that came in meanwhile came too late.
@@ -266,7 +275,8 @@ fn forget_vanished_backup() -> Result<()> {
 }
 
 enum Claim {
-    Taken,
+    /// With the error of a stop record that could not be written.
+    Taken(Option<Error>),
     Gone,
     Changed,
 }
@@ -327,15 +337,9 @@ fn claim(_lock: &DirLock, claimed: &str, expected: &[u8], stopped_by: &str) -> R
     postmaster::set_running_backup(None);
     let _ = files::remove(data_dir(), &claimed_map);
     let _ = files::remove(data_dir(), claimed);
-    if let Err(e) = recorded {
-        report(
-            Level::Warning,
-            &format!("could not record the stop of the exclusive backup in \"{STATE_FILE}\""),
-            Some(&e.to_string()),
-            Some("The backup is being stopped all the same; pg_exclusive_backup_status() may not show it as stopped."),
-        );
-    }
-    Ok(Claim::Taken)
+    // Reported once the server has ended the backup: a message to the
+    // client may block, and must not while the lock is held.
+    Ok(Claim::Taken(recorded.err()))
 }
 
 /// Records, with the lock held and the label taken (now named `claimed`),
@@ -372,7 +376,17 @@ fn record_stop(label: &[u8], claimed: &str, stopped_by: &str) -> Result<()> {
 /// that came in between. The backup has ended: a failure here only costs
 /// the status view that LSN, and is reported as a warning.
 fn record_stop_lsn(label: &[u8], stop_lsn: label::Lsn, stopped_by: &str) {
-    let done = server::lock_data_dir().and_then(|_lock| {
+    // Interrupts may be held here, and the backup has ended: wait for the
+    // lock (held by others for milliseconds) two seconds at most.
+    let lock = match server::lock_data_dir_briefly() {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => Err(Error::new(
+            NOT_READY,
+            format!("\"{}\" stayed locked for two seconds", files::LOCK_FILE),
+        )),
+        Err(e) => Err(e),
+    };
+    let done = lock.and_then(|_lock| {
         let Some(mut r) = status::read_record() else {
             return Ok(());
         };
@@ -407,7 +421,7 @@ fn record_stop_lsn(label: &[u8], stop_lsn: label::Lsn, stopped_by: &str) {
             Level::Warning,
             &format!("could not record the stop LSN in \"{STATE_FILE}\""),
             Some(&e.to_string()),
-            None,
+            Some("The backup was stopped and completed; pg_exclusive_backup_status() does not show it as completed."),
         );
     }
 }

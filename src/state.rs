@@ -185,11 +185,19 @@ pub fn fate(record: &Record, facts: &Facts) -> Fate {
         });
         return if other_file { Fate::Copy } else { Fate::RenamedByRestart { at } };
     }
-    // Another label renamed at a start: an older backup of this server's
-    // leaves the record's backup to have vanished; pg_basebackup's or
-    // pg_rewind's label, or a later one, means this is a copy.
-    let older = match (label::parse(old), label::parse(&record.label)) {
-        (Ok(o), Ok(r)) => o.start_lsn < r.start_lsn,
+    // Another label. Renamed before the record's backup started, it is
+    // an old leftover (pg_basebackup's label of the standby this primary
+    // once was, say) and says nothing. An older backup of this server's
+    // leaves the record's backup to have vanished too. Renamed since, a
+    // label of pg_basebackup's, pg_rewind's or a later backup's means this
+    // is a copy that started from it.
+    let parsed = label::parse(&record.label).ok();
+    let started = parsed.as_ref().and_then(|r| r.start_epoch).map(|s| s * 1_000_000);
+    if matches!((at, started), (Some(at), Some(started)) if at < started) {
+        return Fate::Vanished;
+    }
+    let older = match (label::parse(old), parsed) {
+        (Ok(o), Some(r)) => o.start_lsn < r.start_lsn,
         _ => false,
     };
     if older {
@@ -848,6 +856,13 @@ START EPOCH: 1795575906\n";
         assert_eq!(f(Facts { old_label: Some((later.as_bytes(), None, None)), ..base }), Fate::Copy);
         let basebackup = LABEL.replace("START EPOCH: 1795575906\n", "");
         assert_eq!(f(Facts { old_label: Some((basebackup.as_bytes(), None, None)), ..base }), Fate::Copy);
+        // ... unless it was renamed before this backup started (the record's
+        // START EPOCH is 1795575906): a leftover of the server's own past.
+        let before = Some(1_795_575_905_000_000);
+        let since = Some(1_795_575_907_000_000);
+        assert_eq!(f(Facts { old_label: Some((basebackup.as_bytes(), before, None)), ..base }), Fate::Vanished);
+        assert_eq!(f(Facts { old_label: Some((basebackup.as_bytes(), since, None)), ..base }), Fate::Copy);
+        assert_eq!(f(Facts { old_label: Some((later.as_bytes(), before, None)), ..base }), Fate::Vanished);
         // A standby, a restore in progress, or a restore promoted onto a
         // new timeline: the record came with the copy.
         assert_eq!(f(Facts { in_recovery: true, ..base }), Fate::Copy);

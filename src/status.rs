@@ -187,14 +187,10 @@ pub fn status(fcinfo: FunctionCallInfo) -> Result<Datum> {
         // A start between writing its record and linking its label looks
         // the same for a moment; both happen under the lock, which starts
         // and stops hold for milliseconds. Looked at again with the lock
-        // held, if it comes free within two seconds; otherwise what was seen.
-        for _ in 0..400 {
-            if let Some(_lock) = files::DirLock::try_acquire(data_dir())? {
-                seen = look()?;
-                break;
-            }
-            server::check_for_interrupts()?;
-            server::wait_latch(5, false, "waiting for pg_exclusive_backup.lock")?;
+        // held, if it comes free within two seconds; otherwise (or if it
+        // cannot be taken at all) what was seen.
+        if let Ok(Some(_lock)) = server::lock_data_dir_briefly() {
+            seen = look()?;
         }
     }
     let mut values = [0 as Datum; TYPES.len()];

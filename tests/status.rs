@@ -220,7 +220,7 @@ fn in_preload_mode_a_crash_is_named_and_the_record_outlives_it() {
 
 #[test]
 fn a_copy_is_not_in_progress_and_keeps_the_history_before_it() {
-    let mut c = Cluster::with_extension(&[]);
+    let c = Cluster::with_extension(&[]);
     let mut s = c.connect();
     start_backup(&mut s, "before the copy");
     stop_backup(&mut s, false);
@@ -408,15 +408,15 @@ fn status_waits_out_a_start_between_its_record_and_its_label() {
     stop_backup(&mut s, false);
     let record_before = c.read("pg_exclusive_backup.state").unwrap();
 
-    // Held with the record written and the label not yet linked (for a
-    // second, less than the status waits for the lock): the status does
-    // not call the backup "abandoned".
-    set_test_pause(&c, "worker_recorded:1000");
+    // Held with the record written and the label not yet linked (for
+    // 700 ms, well within the 2 s the status waits for the lock): the
+    // status does not call the backup "abandoned".
+    set_test_pause(&c, "worker_recorded:700");
+    let from = log_len(&c);
     let mut caller = c.connect();
     let h = std::thread::spawn(move || start_backup(&mut caller, "racing"));
-    wait_until("the record of the racing start", Duration::from_secs(30), || {
-        c.read_string("pg_exclusive_backup.state")
-            .is_some_and(|r| r.contains("LABEL: racing"))
+    wait_until("the racing start to pause", Duration::from_secs(30), || {
+        log_since(&c, from).contains("test pause at worker_recorded")
     });
     assert!(!c.exists("backup_label"));
     let mut watcher = c.connect();
@@ -465,7 +465,11 @@ fn a_stop_killed_before_the_server_ended_the_backup_is_not_completed() {
     set_test_pause(&c, "stop_claimed:600000");
     let mut stopper = c.connect();
     let h = std::thread::spawn(move || stopper.query_one("SELECT pg_stop_backup(false)::text", &[]).map(|_| ()));
-    wait_until("the stop to claim the label", Duration::from_secs(60), || !c.exists("backup_label"));
+    wait_until("the stop to claim the label and record it", Duration::from_secs(60), || {
+        !c.exists("backup_label")
+            && c.read_string("pg_exclusive_backup.state")
+                .is_some_and(|r| r.contains("outcome: stopped at"))
+    });
     drop(s);
     kill_all_server_processes(&c);
     assert!(h.join().unwrap().is_err());
@@ -492,15 +496,43 @@ fn a_stop_that_cannot_write_the_record_still_stops() {
     start_backup(&mut s, "unrecorded");
     let (mut stopper, notices) = c.connect_with_notices();
     let pid = pid_of(&mut stopper);
-    // The stop's temporary file for the record cannot be created.
+    // The stop's temporary file for the record cannot be created while it
+    // claims the label; it can again by the time the server has ended the
+    // backup, when the stop LSN is recorded.
     let blocker = c.path(&format!("pg_exclusive_backup.state.tmp.{pid}"));
     fs::create_dir(&blocker).unwrap();
-    stop_backup(&mut stopper, false);
-    let said = notices.lock().unwrap().join("\n");
+    set_test_pause(&c, "stop_claimed:1000");
+    let from = log_len(&c);
+    let h = std::thread::spawn(move || {
+        let lsn = stop_backup(&mut stopper, false);
+        (lsn, notices.lock().unwrap().join("\n"))
+    });
+    wait_until("the stop to claim the label", Duration::from_secs(30), || {
+        log_since(&c, from).contains("test pause at stop_claimed")
+    });
+    fs::remove_dir(&blocker).unwrap();
+    let (stop, said) = h.join().unwrap();
     eprintln!("{said}");
     assert!(said.contains("could not record the stop of the exclusive backup"), "{said}");
     assert!(!in_backup(&mut s));
     assert!(!c.exists("backup_label"));
+    // The stop LSN's record makes up for it.
+    let st = status(&mut s);
+    assert_eq!(last(&st), (Some("unrecorded"), Some("stopped")));
+    assert_eq!(col(&st, "last_stop_lsn").map(parse_lsn), Some(stop));
+    assert!(col(&st, "last_completed_time").is_some());
+    set_test_pause(&c, "");
+
+    // Neither write possible: the stop still succeeds, with two warnings.
+    start_backup(&mut s, "never recorded");
+    let (mut stopper, notices) = c.connect_with_notices();
+    let pid = pid_of(&mut stopper);
+    let blocker = c.path(&format!("pg_exclusive_backup.state.tmp.{pid}"));
+    fs::create_dir(&blocker).unwrap();
+    stop_backup(&mut stopper, false);
+    let said = notices.lock().unwrap().join("\n");
+    assert!(said.contains("could not record the stop LSN"), "{said}");
+    assert!(!in_backup(&mut s));
     fs::remove_dir(blocker).unwrap();
     // The next backup runs as usual.
     start_backup(&mut s, "next");

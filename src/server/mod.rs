@@ -85,6 +85,20 @@ pub fn lock_data_dir() -> Result<crate::files::DirLock> {
     })
 }
 
+/// The lock file if it comes free within two seconds, `None` otherwise;
+/// for callers to whom the lock is a nicety, not a must. Checks for
+/// interrupts between tries (a no-op while they are held).
+pub fn lock_data_dir_briefly() -> Result<Option<crate::files::DirLock>> {
+    for _ in 0..400 {
+        if let Some(lock) = crate::files::DirLock::try_acquire(crate::files::data_dir())? {
+            return Ok(Some(lock));
+        }
+        check_for_interrupts()?;
+        wait_latch(5, false, "waiting for pg_exclusive_backup.lock")?;
+    }
+    Ok(None)
+}
+
 /// CHECK_FOR_INTERRUPTS(): a pending cancel comes back as its error (a
 /// no-op while interrupts are held).
 pub fn check_for_interrupts() -> Result<()> {
