@@ -1,7 +1,8 @@
 //! pg_exclusive_backup_status(): which exclusive backup runs, who started
 //! it from where, and how the last one ended. It reads backup_label (or, in
-//! preload mode, shared memory for whether one runs) and the state record;
-//! it writes nothing, so it answers on a standby too.
+//! preload mode, shared memory for whether one runs) and the state record.
+//! It changes no file (on a primary it may take the lock file, creating it
+//! if it is missing, see `status`), and answers on a standby too.
 //!
 //! The record outlives the session that started the backup and a restart
 //! of the server. A copy of the data directory carries the primary's
