@@ -101,11 +101,10 @@ fn invalid_label(err: label::LabelError) -> Error {
 fn refuse_if_nonexclusive_backup_here() -> Result<()> {
     if server::session_backup_running()? {
         return Err(
-            Error::new(NOT_READY, "a non-exclusive backup is in progress in this session")
-                .hint(
-                    "Finish it with pg_backup_stop() or, as in PostgreSQL 14, pg_stop_backup(false, true). \
+            Error::new(NOT_READY, "a non-exclusive backup is in progress in this session").hint(
+                "Finish it with pg_backup_stop() or, as in PostgreSQL 14, pg_stop_backup(false, true). \
                      pg_stop_backup(boolean) stops the exclusive backup, from another session.",
-                ),
+            ),
         );
     }
     Ok(())

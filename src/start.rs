@@ -471,7 +471,10 @@ pub fn worker_main(main_arg: pg::Datum) {
             if segment.is_null() {
                 (std::ptr::null_mut(), 0)
             } else {
-                (pg::dsm_segment_address(segment) as *mut Request, pg::dsm_segment_map_length(segment))
+                (
+                    pg::dsm_segment_address(segment) as *mut Request,
+                    pg::dsm_segment_map_length(segment),
+                )
             }
         })
     } {
@@ -792,7 +795,9 @@ fn start_here(req: &Request) -> Result<()> {
         // no label names any more.
         // Best effort: a record that cannot be read only loses the history
         // (writing the new one below still has to succeed).
-        let before = files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES).ok().flatten();
+        let before = files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES)
+            .ok()
+            .flatten();
         if let Some(old) = before.as_deref().and_then(|b| Record::parse(b).ok()) {
             let seen = status::Seen::now()?;
             (record.previous, record.last_completed) = old.history(state::fate(&old, &seen.facts(None)));
@@ -800,10 +805,7 @@ fn start_here(req: &Request) -> Result<()> {
         // Before the link: a label in place always has its record, even if
         // the postmaster is killed right after the link.
         files::replace(data_dir(), STATE_FILE, &record.to_bytes())?;
-        let mut recorded = RecordWritten {
-            before,
-            armed: true,
-        };
+        let mut recorded = RecordWritten { before, armed: true };
         hooks::pause("worker_recorded");
         if label_file.link_exclusive()? == Published::AlreadyExists {
             return Err(raced());

@@ -183,7 +183,11 @@ pub fn fate(record: &Record, facts: &Facts) -> Fate {
             id.ino != record.label_file.ino
                 || matches!((id.birth, record.label_file.birth), (Some(a), Some(b)) if a != b)
         });
-        return if other_file { Fate::Copy } else { Fate::RenamedByRestart { at } };
+        return if other_file {
+            Fate::Copy
+        } else {
+            Fate::RenamedByRestart { at }
+        };
     }
     // Another label. Renamed before the record's backup started, it is
     // an old leftover (pg_basebackup's label of the standby this primary
@@ -251,7 +255,10 @@ impl Record {
         };
         line(
             "label file",
-            &format!("device {} inode {} born {birth}", self.label_file.dev, self.label_file.ino),
+            &format!(
+                "device {} inode {} born {birth}",
+                self.label_file.dev, self.label_file.ino
+            ),
         );
         match &self.outcome {
             Outcome::Running => line("outcome", "running"),
@@ -659,12 +666,27 @@ START EPOCH: 1795575906\n";
             end_time: Some(7),
             stopped_by: None,
         };
-        for outcome in [Outcome::Running, Outcome::EndedByRestart { at: 1_795_576_000_000_000 }, stopped, stopping] {
+        for outcome in [
+            Outcome::Running,
+            Outcome::EndedByRestart {
+                at: 1_795_576_000_000_000,
+            },
+            stopped,
+            stopping,
+        ] {
             for birth in [LIVE.birth, None, Some((5, 0))] {
                 for (session, previous, last) in [
                     (None, None, None),
                     (Some(session()), Some(previous.clone()), Some(1_795_000_000_000_001)),
-                    (Some(Session { started_from: None, application_name: String::new(), ..session() }), None, None),
+                    (
+                        Some(Session {
+                            started_from: None,
+                            application_name: String::new(),
+                            ..session()
+                        }),
+                        None,
+                        None,
+                    ),
                 ] {
                     let r = Record {
                         label_file: FileId { birth, ..LIVE },
@@ -688,7 +710,12 @@ START EPOCH: 1795575906\n";
         );
         let r = Record::parse(v1.as_bytes()).unwrap();
         assert_eq!(r.label_file, LIVE);
-        assert_eq!(r.outcome, Outcome::EndedByRestart { at: 1_795_576_000_000_000 });
+        assert_eq!(
+            r.outcome,
+            Outcome::EndedByRestart {
+                at: 1_795_576_000_000_000
+            }
+        );
         assert_eq!((r.session, r.previous, r.last_completed), (None, None, None));
         assert_eq!(r.label, LABEL.as_bytes());
     }
@@ -830,44 +857,123 @@ START EPOCH: 1795575906\n";
         let other = LABEL.replace("nightly", "weekly");
         let f = |facts: Facts| fate(&r, &facts);
         let base = facts();
-        assert_eq!(f(Facts { running_label: Some(label), ..base }), Fate::Current);
+        assert_eq!(
+            f(Facts {
+                running_label: Some(label),
+                ..base
+            }),
+            Fate::Current
+        );
         // Another backup runs now: this one ended somehow.
-        assert_eq!(f(Facts { running_label: Some(other.as_bytes()), ..base }), Fate::Vanished);
+        assert_eq!(
+            f(Facts {
+                running_label: Some(other.as_bytes()),
+                ..base
+            }),
+            Fate::Vanished
+        );
         assert_eq!(f(base), Fate::Vanished);
         assert_eq!(
-            f(Facts { old_label: Some((label, Some(9), Some(LIVE))), ..base }),
+            f(Facts {
+                old_label: Some((label, Some(9), Some(LIVE))),
+                ..base
+            }),
             Fate::RenamedByRestart { at: Some(9) }
         );
         assert_eq!(
-            f(Facts { old_label: Some((label, None, None)), ..base }),
+            f(Facts {
+                old_label: Some((label, None, None)),
+                ..base
+            }),
             Fate::RenamedByRestart { at: None }
         );
         // The same content in another file: a copy restored without a
         // signal file, whose crash recovery renamed its own label.
         let copied = FileId { ino: 9, ..LIVE };
-        assert_eq!(f(Facts { old_label: Some((label, Some(9), Some(copied))), ..base }), Fate::Copy);
-        let reborn = FileId { birth: Some((1, 2)), ..LIVE };
-        assert_eq!(f(Facts { old_label: Some((label, Some(9), Some(reborn))), ..base }), Fate::Copy);
+        assert_eq!(
+            f(Facts {
+                old_label: Some((label, Some(9), Some(copied))),
+                ..base
+            }),
+            Fate::Copy
+        );
+        let reborn = FileId {
+            birth: Some((1, 2)),
+            ..LIVE
+        };
+        assert_eq!(
+            f(Facts {
+                old_label: Some((label, Some(9), Some(reborn))),
+                ..base
+            }),
+            Fate::Copy
+        );
         // An older label of this server's renamed at an earlier start.
         let older = LABEL.replace("0/2000028", "0/1000028");
-        assert_eq!(f(Facts { old_label: Some((older.as_bytes(), None, None)), ..base }), Fate::Vanished);
+        assert_eq!(
+            f(Facts {
+                old_label: Some((older.as_bytes(), None, None)),
+                ..base
+            }),
+            Fate::Vanished
+        );
         // pg_basebackup's or pg_rewind's label, or a later one: a copy.
         let later = LABEL.replace("0/2000028", "0/3000028");
-        assert_eq!(f(Facts { old_label: Some((later.as_bytes(), None, None)), ..base }), Fate::Copy);
+        assert_eq!(
+            f(Facts {
+                old_label: Some((later.as_bytes(), None, None)),
+                ..base
+            }),
+            Fate::Copy
+        );
         let basebackup = LABEL.replace("START EPOCH: 1795575906\n", "");
-        assert_eq!(f(Facts { old_label: Some((basebackup.as_bytes(), None, None)), ..base }), Fate::Copy);
+        assert_eq!(
+            f(Facts {
+                old_label: Some((basebackup.as_bytes(), None, None)),
+                ..base
+            }),
+            Fate::Copy
+        );
         // ... unless it was renamed before this backup started (the record's
         // START EPOCH is 1795575906): a leftover of the server's own past.
         let before = Some(1_795_575_905_000_000);
         let since = Some(1_795_575_907_000_000);
-        assert_eq!(f(Facts { old_label: Some((basebackup.as_bytes(), before, None)), ..base }), Fate::Vanished);
-        assert_eq!(f(Facts { old_label: Some((basebackup.as_bytes(), since, None)), ..base }), Fate::Copy);
-        assert_eq!(f(Facts { old_label: Some((later.as_bytes(), before, None)), ..base }), Fate::Vanished);
+        assert_eq!(
+            f(Facts {
+                old_label: Some((basebackup.as_bytes(), before, None)),
+                ..base
+            }),
+            Fate::Vanished
+        );
+        assert_eq!(
+            f(Facts {
+                old_label: Some((basebackup.as_bytes(), since, None)),
+                ..base
+            }),
+            Fate::Copy
+        );
+        assert_eq!(
+            f(Facts {
+                old_label: Some((later.as_bytes(), before, None)),
+                ..base
+            }),
+            Fate::Vanished
+        );
         // A standby, a restore in progress, or a restore promoted onto a
         // new timeline: the record came with the copy.
-        assert_eq!(f(Facts { in_recovery: true, ..base }), Fate::Copy);
         assert_eq!(
-            f(Facts { timeline: Some(2), old_label: Some((label, None, Some(LIVE))), ..base }),
+            f(Facts {
+                in_recovery: true,
+                ..base
+            }),
+            Fate::Copy
+        );
+        assert_eq!(
+            f(Facts {
+                timeline: Some(2),
+                old_label: Some((label, None, Some(LIVE))),
+                ..base
+            }),
             Fate::Copy
         );
     }
@@ -887,10 +993,16 @@ START EPOCH: 1795575906\n";
         assert_eq!(r.history(Fate::Copy), (r.previous.clone(), Some(2)));
         let (ended, last) = r.history(Fate::Vanished);
         let ended = ended.unwrap();
-        assert_eq!((ended.label.as_slice(), ended.how, ended.end_time), (&b"nightly"[..], How::Abandoned, None));
+        assert_eq!(
+            (ended.label.as_slice(), ended.how, ended.end_time),
+            (&b"nightly"[..], How::Abandoned, None)
+        );
         assert_eq!(last, Some(2));
         let (ended, _) = r.history(Fate::RenamedByRestart { at: Some(5) });
-        assert_eq!(ended.map(|e| (e.how, e.end_time)), Some((How::InterruptedByRestart, Some(5))));
+        assert_eq!(
+            ended.map(|e| (e.how, e.end_time)),
+            Some((How::InterruptedByRestart, Some(5)))
+        );
 
         r.outcome = Outcome::Stopped {
             at: 10,
@@ -901,7 +1013,13 @@ START EPOCH: 1795575906\n";
         let (ended, last) = r.history(Fate::Vanished);
         let ended = ended.unwrap();
         assert_eq!(
-            (ended.how, ended.stop_lsn, ended.end_time, ended.stopped_by.as_deref(), last),
+            (
+                ended.how,
+                ended.stop_lsn,
+                ended.end_time,
+                ended.stopped_by.as_deref(),
+                last
+            ),
             (How::Stopped, Some(11), Some(10), Some("ops"), Some(10))
         );
         // Stopped, the server's end of the backup not yet recorded: not

@@ -59,7 +59,11 @@ impl Seen {
                     .map(|m| m.ctime() * 1_000_000 + m.ctime_nsec() / 1000);
                 (text, at, files::file_id(&path).ok())
             });
-        let timeline = if in_recovery { None } else { Some(server::insert_timeline()?) };
+        let timeline = if in_recovery {
+            None
+        } else {
+            Some(server::insert_timeline()?)
+        };
         Ok(Seen {
             in_recovery,
             old_label,

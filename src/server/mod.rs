@@ -219,11 +219,12 @@ pub fn session_info() -> Result<SessionInfo> {
     let (u, d, f) = (user.as_mut_ptr(), db.as_mut_ptr(), from.as_mut_ptr());
     // SAFETY: each buffer is LEN bytes and outlives the call; the closure
     // owns nothing.
-    let connected = unsafe {
-        guarded(move || pg::peb_session_info(u as *mut c_char, d as *mut c_char, f as *mut c_char, LEN))
-    }?;
+    let connected =
+        unsafe { guarded(move || pg::peb_session_info(u as *mut c_char, d as *mut c_char, f as *mut c_char, LEN)) }?;
     // SAFETY: application_name is a NUL-terminated setting, copied at once.
-    let app = unsafe { CStr::from_ptr(pg::peb_application_name()) }.to_bytes().to_vec();
+    let app = unsafe { CStr::from_ptr(pg::peb_application_name()) }
+        .to_bytes()
+        .to_vec();
     let text = |b: &[u8]| {
         let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
         String::from_utf8_lossy(&b[..end]).into_owned()
