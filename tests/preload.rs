@@ -61,15 +61,7 @@ fn end_and_restart(c: &mut Cluster, s: Client, how: Ending) -> Client {
         Ending::BackendKilled => {
             let mut victim = c.connect();
             let pid = pid_of(&mut victim);
-            let from = log_len(c);
-            // SAFETY: plain system call.
-            assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-            // Up to the postmaster's 60 s before it SIGKILLs a child that missed
-            // its SIGQUIT (the archiver ignores it while archive_command runs,
-            // as system(3) does), and then the restart.
-            wait_until("the crash restart", Duration::from_secs(150), || {
-                log_since(c, from).contains("database system is ready to accept connections")
-            });
+            kill_backend_and_await_restart(c, pid);
             drop((s, victim));
         }
         Ending::Immediate | Ending::Fast | Ending::Smart => {

@@ -254,14 +254,7 @@ fn backend_killed_during_backup() {
     let mut idle = c.connect();
     let victim = pid_of(&mut idle);
     let from = log_len(&c);
-    // SAFETY: plain libc call; `victim` is a backend of this test's own server.
-    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
-    // Up to the postmaster's 60 s before it SIGKILLs a child that missed
-    // its SIGQUIT (the archiver ignores it while archive_command runs,
-    // as system(3) does), and then the restart.
-    wait_until("the crash restart", Duration::from_secs(150), || {
-        log_since(&c, from).contains("database system is ready to accept connections")
-    });
+    kill_backend_and_await_restart(&c, victim);
     drop((s, idle));
     let mut s = connect_retry(&c, Duration::from_secs(30));
     let log = log_since(&c, from);

@@ -200,15 +200,7 @@ fn in_preload_mode_a_crash_is_named_and_the_record_outlives_it() {
     assert_eq!(col(&st, "started_by"), Some("postgres"));
     let mut victim = c.connect();
     let pid = pid_of(&mut victim);
-    let from = log_len(&c);
-    // SAFETY: plain system call, to a backend of this test's cluster.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-    // Up to the postmaster's 60 s before it SIGKILLs a child that missed
-    // its SIGQUIT (the archiver ignores it while archive_command runs,
-    // as system(3) does), and then the restart.
-    wait_until("the crash restart", Duration::from_secs(150), || {
-        log_since(&c, from).contains("database system is ready to accept connections")
-    });
+    kill_backend_and_await_restart(&c, pid);
     drop((s, victim));
     let mut s = c.connect();
     let st = status(&mut s);

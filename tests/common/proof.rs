@@ -65,6 +65,20 @@ pub fn log_since(c: &Cluster, from: usize) -> String {
     log[from.min(log.len())..].to_string()
 }
 
+/// SIGKILLs backend `pid` of `c` and waits until the postmaster has gone
+/// through its crash restart.
+pub fn kill_backend_and_await_restart(c: &Cluster, pid: i32) {
+    let from = log_len(c);
+    // SAFETY: plain system call, to a backend of the test's own cluster.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    // Up to the postmaster's 60 s before it SIGKILLs a child that missed
+    // its SIGQUIT (the archiver ignores it while archive_command runs, as
+    // system(3) does), and then the restart.
+    wait_until("the crash restart", Duration::from_secs(150), || {
+        log_since(c, from).contains("database system is ready to accept connections")
+    });
+}
+
 /// Client programs (pgbench, pg_amcheck) run as the test user, straight
 /// from the installation: they only talk to the server over TCP.
 pub fn client(prog: &str) -> Command {
