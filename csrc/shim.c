@@ -17,6 +17,7 @@
 #include "access/xlog.h"
 #include "access/xlog_internal.h"
 #include "access/xlogarchive.h"
+#include "catalog/pg_control.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "funcapi.h"
@@ -37,6 +38,11 @@
 #include "utils/wait_event.h"
 
 #include "shim.h"
+
+StaticAssertDecl(offsetof(ControlFileData, state) == PEB_CONTROL_STATE_OFFSET,
+				 "PEB_CONTROL_STATE_OFFSET is not where pg_control keeps the state");
+StaticAssertDecl(sizeof(DBState) == 4 && DB_SHUTDOWNED == PEB_DB_SHUTDOWNED,
+				 "PEB_DB_SHUTDOWNED is not pg_control's clean shutdown state");
 
 const Pg_magic_struct *
 peb_magic_data(void)

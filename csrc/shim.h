@@ -97,6 +97,14 @@ extern void peb_define_settings(void);
 extern int	peb_label_method_setting(void);
 extern bool peb_require_preload_setting(void);
 
+/*
+ * Where global/pg_control keeps the cluster's state, and the state after a
+ * clean shutdown: what the postmaster reads to say why a backup ended at a
+ * first start. shim.c checks both against catalog/pg_control.h.
+ */
+#define PEB_CONTROL_STATE_OFFSET 16
+#define PEB_DB_SHUTDOWNED 1
+
 /* Preload mode: whether _PG_init runs from shared_preload_libraries. */
 extern bool peb_preload_in_progress(void);
 extern bool peb_creating_extension(void);

@@ -137,7 +137,8 @@ pub fn not_running() -> Error {
         .hint("Did you call pg_start_backup()?")
 }
 
-fn strerror(err: &io::Error) -> String {
+/// The system's words for an I/O error, without Rust's "(os error N)".
+pub fn strerror(err: &io::Error) -> String {
     let text = err.to_string();
     match text.rfind(" (os error ") {
         Some(at) => text[..at].to_string(),

@@ -22,6 +22,9 @@ pub const BACKUP_LABEL: &str = "backup_label";
 pub const TABLESPACE_MAP: &str = "tablespace_map";
 /// Where the server moves a backup_label it found at startup.
 pub const BACKUP_LABEL_OLD: &str = "backup_label.old";
+/// Where the server, and the postmaster in preload mode, move
+/// tablespace_map along with backup_label.
+pub const TABLESPACE_MAP_OLD: &str = "tablespace_map.old";
 
 /// Backends and background workers run with the data directory as their
 /// working directory.
@@ -91,7 +94,8 @@ fn open_regular(dir: &Path, name: &str, options: &mut OpenOptions) -> Result<Opt
     Ok(Some(file))
 }
 
-fn kind_of(t: &fs::FileType) -> &'static str {
+/// What a file type is, in words: "a directory", "a FIFO", ...
+pub fn kind_of(t: &fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if t.is_dir() {
         "a directory"
@@ -332,7 +336,8 @@ pub fn remove(dir: &Path, name: &str) -> Result<bool> {
 
 /// Renames `from` to `to` durably. Returns false if `from` did not exist:
 /// since rename(2) is atomic, of two sessions renaming the same file only one
-/// gets true.
+/// gets true. An error names both files, and what lies under `to` when
+/// that is what stopped the rename.
 pub fn rename(dir: &Path, from: &str, to: &str) -> Result<bool> {
     match fs::rename(dir.join(from), dir.join(to)) {
         Ok(()) => {
@@ -340,7 +345,78 @@ pub fn rename(dir: &Path, from: &str, to: &str) -> Result<bool> {
             Ok(true)
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::file("rename", from, &e)),
+        Err(e) => {
+            let error = Error::new(
+                crate::error::sqlstate_for_errno(e.raw_os_error().unwrap_or(0)),
+                format!(
+                    "could not rename file \"{from}\" to \"{to}\": {}",
+                    crate::error::strerror(&e)
+                ),
+            );
+            Err(match blocking(dir, to) {
+                Some(kind) => error
+                    .detail(format!("\"{to}\" in the data directory is {kind}."))
+                    .hint(format!("Move \"{to}\" out of the data directory.")),
+                None => error,
+            })
+        }
+    }
+}
+
+/// What lies under `name` when it is there and is not a regular file
+/// (which no rename can replace, and no one should write into).
+pub fn blocking(dir: &Path, name: &str) -> Option<&'static str> {
+    match fs::symlink_metadata(dir.join(name)) {
+        Ok(m) if !m.file_type().is_file() => Some(kind_of(&m.file_type())),
+        _ => None,
+    }
+}
+
+/// What lies under a name, as a judgement of it needs to know.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry {
+    Absent,
+    /// A regular file: its first bytes (at most the limit asked for, plus
+    /// one) and its size.
+    File {
+        head: Vec<u8>,
+        size: u64,
+    },
+    /// Something else: what.
+    NotAFile(&'static str),
+    /// What could not be examined or read: "cannot be opened: <why>".
+    Unreadable(String),
+}
+
+/// Examines `name` without following a symlink or waiting for a FIFO's
+/// writer, reading at most `limit + 1` bytes of it.
+pub fn examine(dir: &Path, name: &str, limit: usize) -> Entry {
+    let why = |verb: &str, e: &io::Error| Entry::Unreadable(format!("cannot be {verb}: {}", crate::error::strerror(e)));
+    match fs::symlink_metadata(dir.join(name)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Entry::Absent,
+        Err(e) => return why("examined", &e),
+        Ok(m) if !m.file_type().is_file() => return Entry::NotAFile(kind_of(&m.file_type())),
+        Ok(_) => {}
+    }
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(dir.join(name))
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Entry::Absent,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Entry::NotAFile("a symbolic link"),
+        Err(e) => return why("opened", &e),
+    };
+    let meta = match file.metadata() {
+        Ok(m) if !m.file_type().is_file() => return Entry::NotAFile(kind_of(&m.file_type())),
+        Ok(m) => m,
+        Err(e) => return why("examined", &e),
+    };
+    let mut head = Vec::with_capacity(limit + 1);
+    match file.take(limit as u64 + 1).read_to_end(&mut head) {
+        Ok(_) => Entry::File { head, size: meta.len() },
+        Err(e) => why("read", &e),
     }
 }
 

@@ -187,6 +187,58 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// What a backup_label holds, as far as the postmaster must tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A label pg_start_backup wrote (this extension's, or PostgreSQL 14's).
+    Ours(BackupLabel),
+    /// A whole label of another writer's: pg_basebackup, pg_backup_stop(),
+    /// pg_rewind.
+    Other,
+    /// Neither (empty, truncated, edited, not a label at all): why it is
+    /// not ours.
+    Damaged(LabelError),
+}
+
+/// Sorts `content` into a [`Kind`]. Another writer's label is told by the
+/// lines every server and pg_rewind write, in their order, and a final
+/// newline; anything short of that which is not ours is damaged.
+pub fn kind(content: &[u8]) -> Kind {
+    let err = match parse(content) {
+        Ok(l) => return Kind::Ours(l),
+        Err(e) => e,
+    };
+    let whole = content.len() <= MAX_FILE_BYTES && content.last() == Some(&b'\n') && {
+        let lines: Vec<&[u8]> = content[..content.len() - 1].split(|&b| b == b'\n').collect();
+        let has = |key: &[u8]| lines.iter().any(|l| l.starts_with(key));
+        lines.len() >= 5
+            && lines[0].starts_with(b"START WAL LOCATION: ")
+            && lines[1].starts_with(b"CHECKPOINT LOCATION: ")
+            && has(b"BACKUP METHOD: ")
+            && has(b"START TIME: ")
+    };
+    if whole {
+        Kind::Other
+    } else {
+        Kind::Damaged(err)
+    }
+}
+
+/// Label text for a message where no database says its encoding (the
+/// postmaster, a record's history): ASCII as it is, every other byte and
+/// the backslash as `\xNN`, so that it reaches the reader intact.
+pub fn escape_non_ascii(raw: &[u8]) -> String {
+    raw.iter()
+        .map(|&b| {
+            if b.is_ascii() && b != b'\\' {
+                (b as char).to_string()
+            } else {
+                format!("\\x{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Parses a backup_label written by pg_start_backup. Every line must be
 /// present, in the server's order, and nothing else may follow.
 pub fn parse(content: &[u8]) -> Result<BackupLabel, LabelError> {

@@ -4,8 +4,10 @@
 //! Module map:
 //! - `label`: the backup_label format (pure Rust, unit-tested)
 //! - `files`: durable, race-free file handling (pure Rust, unit-tested)
-//! - `state`: the record of the published label and the postmaster's
-//!   verdict on a label it finds (pure Rust, unit-tested)
+//! - `state`: the record of the published label and what became of the
+//!   backup it names (pure Rust, unit-tested)
+//! - `verdict`: the postmaster's verdict on a label it finds, and the words
+//!   of its refusals (pure Rust, unit-tested)
 //! - `error`: errors with their SQLSTATEs
 //! - `boundary`: the longjmp/panic boundary between Rust and the server
 //! - `server`: safe wrappers over the server calls, one module per backup
@@ -31,6 +33,7 @@ mod error;
 mod files;
 mod label;
 mod state;
+mod verdict;
 
 // The modules below refer to server symbols, which only the server process
 // provides; the unit-test binary is built without them.

@@ -28,12 +28,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, Ordering};
 use crate::bindings as pg;
 use crate::boundary::{guarded, report, Level};
 use crate::error::Result;
-use crate::files::{self, data_dir, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP};
-use crate::label::{self, BackupLabel, Method, MAX_FILE_BYTES};
-use crate::server;
-use crate::state::{self, FileId, Outcome, Record, Verdict, MAX_STATE_BYTES, STATE_FILE};
-
-pub const TABLESPACE_MAP_OLD: &str = "tablespace_map.old";
+use crate::files::{self, data_dir, Entry, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP, TABLESPACE_MAP_OLD};
+use crate::label::{BackupLabel, Method, MAX_FILE_BYTES};
+use crate::state::{FileId, Outcome, Record, MAX_STATE_BYTES, STATE_FILE};
+use crate::verdict::{self, describe, LabelFile, Refusal, Unusable, Verdict, CONTROL_FILE};
 
 /// Set in _PG_init when it runs from shared_preload_libraries; every
 /// process forked from the postmaster inherits it.
@@ -166,19 +164,21 @@ static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(
 /// What made the postmaster end the backup: the words of its log line.
 #[derive(Clone, Copy)]
 enum Occasion {
-    FirstStart,
+    /// The first start of this postmaster; whether pg_control says the
+    /// server before it was shut down cleanly.
+    FirstStart {
+        shut_down: bool,
+    },
     CrashRestart,
     Exit,
 }
 
-struct Found {
+/// What the postmaster saw, and its verdict.
+struct Look {
     verdict: Verdict,
+    /// backup_label's content and identity, when it has them.
     content: Vec<u8>,
     id: Option<FileId>,
-}
-
-fn exists(name: &str) -> bool {
-    std::fs::symlink_metadata(data_dir().join(name)).is_ok()
 }
 
 /// A signal file as the server sees it: stat(2), so a dangling symlink is
@@ -224,113 +224,110 @@ fn several_file_systems() -> Option<String> {
     None
 }
 
-/// Judges what is in the data directory (see state.rs); `first_start`:
+/// Judges what is in the data directory (see verdict.rs); `first_start`:
 /// nothing is known about its past, the postmaster having just started.
-fn look(first_start: bool) -> Found {
+fn look(first_start: bool) -> Look {
     let signal = signal_file("recovery.signal") || signal_file("standby.signal");
-    let unreadable = |why: String| Found {
-        verdict: Verdict::Undecidable { label: None, why },
-        content: Vec::new(),
-        id: None,
-    };
-    let label = if signal {
-        None
+    let label_entry = if signal {
+        Entry::Absent
     } else {
-        match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES) {
-            Ok(Some(text)) => match files::file_id(&data_dir().join(BACKUP_LABEL)) {
-                Ok(id) => Some((text, id)),
-                Err(e) => return unreadable(format!("its inode could not be read: {e}")),
-            },
-            Ok(None) => None,
-            // Not a regular file, too big, unreadable: the startup process
-            // would make something of it, or fail; it decides nothing.
-            Err(e) => return unreadable(format!("it cannot be read: {e}")),
-        }
+        files::examine(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)
     };
-    let record = match files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES) {
-        Ok(Some(bytes)) => Some(Ok(bytes)),
-        Ok(None) => None,
-        Err(e) => Some(Err(e.to_string())),
+    let id = match label_entry {
+        Entry::Absent => None,
+        _ => Some(files::file_id(&data_dir().join(BACKUP_LABEL)).map_err(|e| crate::error::strerror(&e))),
+    };
+    let label = match (&label_entry, &id) {
+        (Entry::Absent, _) | (_, None) => None,
+        (Entry::File { head, size }, Some(id)) => Some(LabelFile {
+            id: id.clone(),
+            size: *size,
+            content: Ok(head.as_slice()),
+        }),
+        (Entry::NotAFile(kind), Some(id)) => Some(LabelFile {
+            id: id.clone(),
+            size: 0,
+            content: Err(format!("it is {kind}")),
+        }),
+        (Entry::Unreadable(why), Some(id)) => Some(LabelFile {
+            id: id.clone(),
+            size: 0,
+            content: Err(format!("it {why}")),
+        }),
+    };
+    let record_entry = files::examine(data_dir(), STATE_FILE, MAX_STATE_BYTES);
+    let record = match &record_entry {
+        Entry::Absent => None,
+        Entry::File { head, .. } => Some(Ok(head.as_slice())),
+        Entry::NotAFile(kind) => Some(Err(Unusable {
+            why: format!("is {kind}"),
+            not_a_file: true,
+        })),
+        Entry::Unreadable(why) => Some(Err(Unusable {
+            why: why.clone(),
+            not_a_file: false,
+        })),
     };
     let spans = if first_start && label.is_some() {
         several_file_systems()
     } else {
         None
     };
-    let verdict = state::judge(
-        signal,
-        label.as_ref().map(|(t, id)| (t.as_slice(), *id)),
+    let verdict = verdict::judge(&verdict::Found {
+        signal_file: signal,
+        label,
         record,
-        spans.as_deref(),
-    );
-    let (content, id) = label.map_or((Vec::new(), None), |(t, id)| (t, Some(id)));
-    Found { verdict, content, id }
-}
-
-fn describe(label: &BackupLabel) -> String {
-    format!(
-        "exclusive backup \"{}\" started at {}",
-        server::text_for_message(&label.label),
-        label.start_time
-    )
-}
-
-/// A FATAL for the C half to raise once no Rust frame is left.
-struct Refusal {
-    message: String,
-    detail: String,
-    hint: String,
-}
-
-fn undecidable(label: Option<&BackupLabel>, why: &str) -> Refusal {
-    // The texts have room for the longest label, escaped (see shim.c).
-    let what = match label {
-        Some(l) => format!("\"{BACKUP_LABEL}\" is the label of the {}", describe(l)),
-        None => format!("\"{BACKUP_LABEL}\" is in the data directory"),
+        control_file: files::file_id(&data_dir().join(CONTROL_FILE)).ok(),
+        several_file_systems: spans.as_deref(),
+    });
+    let content = match label_entry {
+        Entry::File { head, .. } => head,
+        _ => Vec::new(),
     };
-    Refusal {
-        message: format!(
-            "pg_exclusive_backup cannot tell whether \"{BACKUP_LABEL}\" is this server's own or a restored backup's"
-        ),
-        detail: format!("{what}, but {why}."),
-        hint: format!(
-            "If this data directory is a restored backup, create \"recovery.signal\" (or \"standby.signal\") \
-             in it and start the server again. If it is the primary that was running this backup, the backup \
-             is void: rename \"{BACKUP_LABEL}\" to \"{BACKUP_LABEL_OLD}\" (and \"{TABLESPACE_MAP}\" to \
-             \"{TABLESPACE_MAP_OLD}\", if there is one) and start the server again. Never do that in a \
-             restored backup."
-        ),
+    Look {
+        verdict,
+        content,
+        id: id.and_then(|id| id.ok()),
+    }
+}
+
+/// Whether global/pg_control says the server was shut down cleanly.
+fn control_file_says_shut_down() -> bool {
+    match files::examine(data_dir(), CONTROL_FILE, 64) {
+        Entry::File { head, .. } => {
+            let at = pg::PEB_CONTROL_STATE_OFFSET as usize;
+            head.get(at..at + 4)
+                .and_then(|b| b.try_into().ok())
+                .is_some_and(|b| i32::from_ne_bytes(b) == pg::PEB_DB_SHUTDOWNED as i32)
+        }
+        _ => false,
     }
 }
 
 /// Renames backup_label and tablespace_map to `.old`, durably, records the
 /// outcome, and then logs as PostgreSQL 14 did (the work first: a failure
 /// to log must not leave it half done). `Err` when backup_label itself
-/// could not be renamed (the message has been logged). The caller holds
-/// the lock file and has judged the label with it held.
+/// could not be renamed, for the caller to report. The caller holds the
+/// lock file and has judged the label with it held.
 fn cancel(
     label: &BackupLabel,
     content: &[u8],
     id: Option<FileId>,
     occasion: Occasion,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<(), Refusal> {
     let mut not_durable = None;
+    let exists = |name: &str| std::fs::symlink_metadata(data_dir().join(name)).is_ok();
     match files::rename(data_dir(), BACKUP_LABEL, BACKUP_LABEL_OLD) {
         Ok(true) => {}
         Ok(false) => return Ok(()),
         // Renamed, but the directory could not be fsynced.
         Err(e) if !exists(BACKUP_LABEL) && exists(BACKUP_LABEL_OLD) => not_durable = Some(e.to_string()),
         Err(e) => {
-            let e = e.to_string();
-            report(
-                Level::Warning,
-                "online backup mode was not canceled",
-                Some(&format!(
-                    "File \"{BACKUP_LABEL}\" could not be renamed to \"{BACKUP_LABEL_OLD}\": {e}."
-                )),
-                None,
-            );
-            return Err(e);
+            return Err(Refusal::NotRenamed {
+                label: label.clone(),
+                error: e.to_string(),
+                blocking: files::blocking(data_dir(), BACKUP_LABEL_OLD),
+            })
         }
     }
     // files::rename says itself whether there was a map to rename.
@@ -342,18 +339,21 @@ fn cancel(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64);
     // The record was judged to describe this label: it keeps who started
-    // the backup and the history.
-    let kept = files::read_optional(data_dir(), STATE_FILE, MAX_STATE_BYTES)
-        .ok()
-        .flatten()
-        .and_then(|b| Record::parse(&b).ok())
-        .filter(|r| r.label == content);
+    // the backup, pg_control's identity and the history.
+    let kept = match files::examine(data_dir(), STATE_FILE, MAX_STATE_BYTES) {
+        Entry::File { head, .. } => Record::parse(&head).ok().filter(|r| r.label == content),
+        _ => None,
+    };
     let record = Record {
         label_file: id.unwrap_or(FileId {
             dev: 0,
             ino: 0,
             birth: None,
         }),
+        control_file: kept
+            .as_ref()
+            .and_then(|r| r.control_file)
+            .or_else(|| files::file_id(&data_dir().join(CONTROL_FILE)).ok()),
         outcome: Outcome::EndedByRestart { at: now },
         session: kept.as_ref().and_then(|r| r.session.clone()),
         previous: kept.as_ref().and_then(|r| r.previous.clone()),
@@ -384,20 +384,22 @@ fn cancel(
             Level::Warning,
             "online backup mode canceled",
             Some(&format!(
-                "File \"{BACKUP_LABEL}\" was renamed to \"{BACKUP_LABEL_OLD}\", but file \"{TABLESPACE_MAP}\" \
-                 could not be renamed to \"{TABLESPACE_MAP_OLD}\": {e}."
+                "File \"{BACKUP_LABEL}\" was renamed to \"{BACKUP_LABEL_OLD}\", but {e}."
             )),
-            None,
+            files::blocking(data_dir(), TABLESPACE_MAP_OLD)
+                .map(|_| format!("Move \"{TABLESPACE_MAP_OLD}\" out of the data directory."))
+                .as_deref(),
         ),
     }
     let why = match occasion {
-        Occasion::FirstStart => "the server had not been shut down cleanly",
+        Occasion::FirstStart { shut_down: true } => "the server was shut down during it",
+        Occasion::FirstStart { shut_down: false } => "the server had not been shut down cleanly",
         Occasion::CrashRestart => "a server process crashed and the server restarted",
         Occasion::Exit => "the server shut down",
     };
     report(
         Level::Log,
-        &format!("pg_exclusive_backup: the {} was ended: {why}", describe(label)),
+        &format!("pg_exclusive_backup: {} was ended: {why}", describe(label)),
         Some("The copy taken during this backup is not a valid backup. Take a new one with pg_start_backup()."),
         None,
     );
@@ -422,8 +424,9 @@ fn cancel(
 
 /// The lock file, taken as a start or stop takes it, waiting at most
 /// `ms` for another holder (only a process of a server that is going away,
-/// or someone else's, can hold it here).
-fn lock_for_postmaster(ms: u64) -> std::result::Result<files::DirLock, String> {
+/// or someone else's, can hold it here). `Err`: why not, as the end of a
+/// sentence, and whether another process holds it.
+fn lock_for_postmaster(ms: u64) -> std::result::Result<files::DirLock, (String, bool)> {
     let began = std::time::Instant::now();
     loop {
         match files::DirLock::try_acquire(data_dir()) {
@@ -431,60 +434,56 @@ fn lock_for_postmaster(ms: u64) -> std::result::Result<files::DirLock, String> {
             Ok(None) if began.elapsed().as_millis() < u128::from(ms) => {
                 std::thread::sleep(std::time::Duration::from_millis(10))
             }
-            Ok(None) => return Err(format!("another process holds \"{}\"", files::LOCK_FILE)),
-            Err(e) => return Err(e.to_string()),
+            Ok(None) => return Err(("another process holds it".into(), true)),
+            Err(e) => {
+                let why = match files::blocking(data_dir(), files::LOCK_FILE) {
+                    Some(kind) => format!("\"{}\" in the data directory is {kind}", files::LOCK_FILE),
+                    None => format!("taking it failed: {e}"),
+                };
+                return Err((why, false));
+            }
         }
     }
 }
 
 fn starting() -> std::result::Result<(), Refusal> {
     let occasion = if STARTS.fetch_add(1, Ordering::Relaxed) == 0 {
-        Occasion::FirstStart
+        Occasion::FirstStart {
+            shut_down: control_file_says_shut_down(),
+        }
     } else {
         Occasion::CrashRestart
     };
-    let first = matches!(occasion, Occasion::FirstStart);
+    let first = matches!(occasion, Occasion::FirstStart { .. });
     let mut found = look(first);
     let _lock;
-    if matches!(found.verdict, Verdict::Live(_)) {
+    if let Verdict::Live(label) = &found.verdict {
         // No other process of this server is alive now, but the lock is
         // taken all the same, and the verdict made again under it.
-        _lock = lock_for_postmaster(5000).map_err(|why| {
-            let label = label::parse(&found.content).ok();
-            undecidable(label.as_ref(), &why)
+        _lock = lock_for_postmaster(5000).map_err(|(why, held)| Refusal::Unlocked {
+            label: label.clone(),
+            why,
+            held,
         })?;
         found = look(first);
     }
     match found.verdict {
         Verdict::NoLabel | Verdict::Recovery | Verdict::NotOurs => Ok(()),
-        Verdict::Copy => {
-            if let Ok(parsed) = label::parse(&found.content) {
-                report(
-                    Level::Log,
-                    &format!(
-                        "pg_exclusive_backup: \"{BACKUP_LABEL}\" is a copy of the label of the {}, not this \
-                         server's own; recovery will use it",
-                        describe(&parsed)
-                    ),
-                    None,
-                    None,
-                );
-            }
+        Verdict::Copy(label) => {
+            report(
+                Level::Log,
+                &format!(
+                    "pg_exclusive_backup: \"{BACKUP_LABEL}\" is a copy of the label of {}, not this server's own; \
+                     recovery will use it",
+                    describe(&label)
+                ),
+                None,
+                None,
+            );
             Ok(())
         }
-        Verdict::Live(label) => cancel(&label, &found.content, found.id, occasion).map_err(|e| Refusal {
-            message: format!("could not rename file \"{BACKUP_LABEL}\" to \"{BACKUP_LABEL_OLD}\": {e}"),
-            detail: format!(
-                "It is the label of the {}, which this server was running; the startup process would take \
-                 it for a restored backup's.",
-                describe(&label)
-            ),
-            hint: format!(
-                "Rename \"{BACKUP_LABEL}\" to \"{BACKUP_LABEL_OLD}\" (and \"{TABLESPACE_MAP}\" to \
-                 \"{TABLESPACE_MAP_OLD}\", if there is one) and start the server again."
-            ),
-        }),
-        Verdict::Undecidable { label, why } => Err(undecidable(label.as_ref(), &why)),
+        Verdict::Live(label) => cancel(&label, &found.content, found.id, occasion),
+        Verdict::Refuse(refusal) => Err(refusal),
     }
 }
 
@@ -516,17 +515,30 @@ extern "C" fn peb_postmaster_starting(
     let refusal = match std::panic::catch_unwind(starting) {
         Ok(Ok(())) => return true,
         Ok(Err(r)) => r,
-        Err(_) => Refusal {
-            message: "pg_exclusive_backup failed while checking backup_label".into(),
-            detail: String::new(),
-            hint: "Report this as a bug; see the server log.".into(),
-        },
+        Err(_) => Refusal::Internal,
     };
     REFUSED.store(true, Ordering::Relaxed);
-    copy_out(&refusal.message, message, len);
-    copy_out(&refusal.detail, detail, len);
-    copy_out(&refusal.hint, hint, len);
+    let t = std::panic::catch_unwind(|| verdict::texts(&refusal)).unwrap_or_else(|_| verdict::Texts {
+        message: "pg_exclusive_backup failed while checking backup_label".into(),
+        detail: String::new(),
+        hint: String::new(),
+    });
+    copy_out(&t.message, message, len);
+    copy_out(&t.detail, detail, len);
+    copy_out(&t.hint, hint, len);
     false
+}
+
+/// At exit, what kept the postmaster from renaming this primary's label:
+/// the next start tries again.
+fn not_canceled(refusal: &Refusal) {
+    let t = verdict::texts(refusal);
+    report(
+        Level::Warning,
+        &t.message,
+        Some(&format!("Online backup mode was not canceled. {}", t.detail)),
+        Some(&t.hint),
+    );
 }
 
 /// The postmaster's exit callback.
@@ -538,30 +550,27 @@ extern "C" fn peb_postmaster_exiting() {
     let _ = std::panic::catch_unwind(|| {
         let found = look(false);
         match found.verdict {
-            Verdict::Live(_) => {
+            Verdict::Live(label) => {
                 // A postmaster that exits abnormally may leave children
                 // behind for a moment; one of them may be changing the
                 // files.
                 let _lock = match lock_for_postmaster(0) {
                     Ok(lock) => lock,
-                    Err(why) => {
-                        report(
-                            Level::Warning,
-                            "online backup mode was not canceled",
-                            Some(&format!("The lock file could not be taken: {why}.")),
-                            None,
-                        );
+                    Err((why, held)) => {
+                        not_canceled(&Refusal::Unlocked { label, why, held });
                         return;
                     }
                 };
                 let found = look(false);
                 if let Verdict::Live(label) = found.verdict {
-                    let _ = cancel(&label, &found.content, found.id, Occasion::Exit);
+                    if let Err(refusal) = cancel(&label, &found.content, found.id, Occasion::Exit) {
+                        not_canceled(&refusal);
+                    }
                 }
             }
-            Verdict::Undecidable { label, why } => {
-                let r = undecidable(label.as_ref(), &why);
-                report(Level::Warning, &r.message, Some(&r.detail), Some(&r.hint));
+            Verdict::Refuse(refusal) => {
+                let t = verdict::texts(&refusal);
+                report(Level::Warning, &t.message, Some(&t.detail), Some(&t.hint));
             }
             _ => {}
         }

@@ -360,6 +360,7 @@ fn record_stop(label: &[u8], claimed: &str, stopped_by: &str) -> Result<()> {
                 ino: 0,
                 birth: None,
             }),
+            control_file: files::file_id(&data_dir().join(crate::verdict::CONTROL_FILE)).ok(),
             outcome: stopped,
             session: None,
             previous: None,

@@ -734,6 +734,10 @@ fn start_here(req: &Request) -> Result<()> {
     // What a copy of the label cannot have: see state.rs.
     let mut record = Record {
         label_file: label_file.file_id()?,
+        control_file: Some(
+            files::file_id(&data_dir().join(crate::verdict::CONTROL_FILE))
+                .map_err(|e| Error::file("stat", crate::verdict::CONTROL_FILE, &e))?,
+        ),
         outcome: Outcome::Running,
         session: Some(Session {
             started_by: c_text(&req.session_user),

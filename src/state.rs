@@ -1,5 +1,6 @@
-//! What pg_start_backup records about the label it publishes, and the
-//! postmaster's verdict on a backup_label it finds: pure Rust, no server.
+//! What pg_start_backup records about the label it publishes, and what
+//! became of the backup a record names: pure Rust, no server. The
+//! postmaster's verdict on a backup_label it finds is in verdict.rs.
 //!
 //! A file-level copy of the data directory holds the same backup_label and
 //! the same pg_control as the primary it was taken from, so their contents
@@ -8,7 +9,10 @@
 //! its birth time. pg_start_backup writes that identity, and the label's
 //! exact content, into `pg_exclusive_backup.state` before it links the
 //! label into place. The record itself travels with a copy, but it names
-//! the primary's file, never the copy's.
+//! the primary's file, never the copy's. It also names the primary's
+//! `global/pg_control`, which the server and its tools only ever rewrite in
+//! place: a label that is a new file beside the primary's own pg_control
+//! was put back into the primary's own data directory, not restored.
 //!
 //! The device number is recorded but not compared: it can change across a
 //! reboot (device-mapper, NVMe enumeration). A block-level image of the
@@ -20,15 +24,16 @@
 //! recovery from backup_label makes consistent; so where the data
 //! directory spans file systems, the first start refuses to decide.
 
-use crate::label::{self, BackupLabel, Lsn};
+use crate::label::{self, Lsn};
 
 /// The record's name, beside backup_label.
 pub const STATE_FILE: &str = "pg_exclusive_backup.state";
 
 /// Version 2 added the session that started the backup, the stop, and the
-/// history; a version 1 record is still read.
-const HEADER: &[u8] = b"pg_exclusive_backup state 2\n";
-const HEADER_1: &[u8] = b"pg_exclusive_backup state 1\n";
+/// history; version 3 the identity of pg_control. Versions 1 and 2 are
+/// still read.
+const HEADER: &[u8] = b"pg_exclusive_backup state 3\n";
+const OLDER_HEADERS: [&[u8]; 2] = [b"pg_exclusive_backup state 2\n", b"pg_exclusive_backup state 1\n"];
 const LABEL_FOLLOWS: &[u8] = b"label file follows:\n";
 
 /// Bigger than any record: a label is at most 8 kB.
@@ -41,6 +46,42 @@ pub struct FileId {
     pub ino: u64,
     /// Birth time (seconds, nanoseconds), when the file system records it.
     pub birth: Option<(i64, u32)>,
+}
+
+impl FileId {
+    /// Whether `self` and `other` are one file: `None` when only birth
+    /// times could tell and one of them is unknown. The device number is
+    /// left out: it can change across a reboot (device-mapper, NVMe
+    /// enumeration), and a block-level image keeps inode numbers and birth
+    /// times on another device.
+    pub fn same_file(self, other: FileId) -> Option<bool> {
+        if self.ino != other.ino {
+            return Some(false);
+        }
+        match (self.birth, other.birth) {
+            (Some(a), Some(b)) => Some(a == b),
+            _ => None,
+        }
+    }
+
+    fn to_text(self) -> String {
+        let birth = match self.birth {
+            Some((s, ns)) => format!("{s}.{ns:09}"),
+            None => "unknown".to_string(),
+        };
+        format!("device {} inode {} born {birth}", self.dev, self.ino)
+    }
+
+    fn from_text(text: &str) -> Option<FileId> {
+        match text.split(' ').collect::<Vec<_>>().as_slice() {
+            ["device", dev, "inode", ino, "born", born] => Some(FileId {
+                dev: dev.parse().ok()?,
+                ino: ino.parse().ok()?,
+                birth: parse_birth(born)?,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// Microseconds since the Unix epoch.
@@ -118,6 +159,9 @@ pub struct Ended {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub label_file: FileId,
+    /// global/pg_control's identity when the backup started; `None` in
+    /// records of versions 1 and 2.
+    pub control_file: Option<FileId>,
     pub outcome: Outcome,
     /// `None` in a version 1 record, and in one the postmaster wrote
     /// without a record to take it from.
@@ -179,10 +223,7 @@ pub fn fate(record: &Record, facts: &Facts) -> Fate {
     if old == record.label.as_slice() {
         // A rename keeps the file: the same content in another file is a
         // copy's label, renamed by the copy's own recovery.
-        let other_file = id.is_some_and(|id| {
-            id.ino != record.label_file.ino
-                || matches!((id.birth, record.label_file.birth), (Some(a), Some(b)) if a != b)
-        });
+        let other_file = id.is_some_and(|id| id.same_file(record.label_file) == Some(false));
         return if other_file {
             Fate::Copy
         } else {
@@ -246,20 +287,13 @@ impl Record {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = HEADER.to_vec();
-        let birth = match self.label_file.birth {
-            Some((s, ns)) => format!("{s}.{ns:09}"),
-            None => "unknown".to_string(),
-        };
         let mut line = |key: &str, value: &str| {
             out.extend_from_slice(format!("{key}: {value}\n").as_bytes());
         };
-        line(
-            "label file",
-            &format!(
-                "device {} inode {} born {birth}",
-                self.label_file.dev, self.label_file.ino
-            ),
-        );
+        line("label file", &self.label_file.to_text());
+        if let Some(id) = self.control_file {
+            line("control file", &id.to_text());
+        }
         match &self.outcome {
             Outcome::Running => line("outcome", "running"),
             Outcome::EndedByRestart { at } => line("outcome", &format!("ended by a server restart at {}", time(*at))),
@@ -303,9 +337,9 @@ impl Record {
     }
 
     pub fn parse(content: &[u8]) -> Result<Record, String> {
-        let mut rest = content
-            .strip_prefix(HEADER)
-            .or_else(|| content.strip_prefix(HEADER_1))
+        let mut rest = std::iter::once(HEADER)
+            .chain(OLDER_HEADERS)
+            .find_map(|h| content.strip_prefix(h))
             .ok_or_else(|| "it does not start with the expected header".to_string())?;
         let mut fields: Vec<(&str, &str)> = Vec::new();
         loop {
@@ -347,15 +381,10 @@ impl Record {
                 .transpose()
         };
 
-        let words: Vec<&str> = need("label file")?.split(' ').collect();
-        let label_file = match words.as_slice() {
-            ["device", dev, "inode", ino, "born", born] => FileId {
-                dev: dev.parse().map_err(|_| "bad device number")?,
-                ino: ino.parse().map_err(|_| "bad inode number")?,
-                birth: parse_birth(born).ok_or("bad birth time")?,
-            },
-            _ => return Err("its file line is not understood".into()),
-        };
+        let label_file = FileId::from_text(need("label file")?).ok_or("its label file line is not understood")?;
+        let control_file = get("control file")
+            .map(|v| FileId::from_text(v).ok_or("its control file line is not understood"))
+            .transpose()?;
         let outcome = need("outcome")?;
         let outcome = if outcome == "running" {
             Outcome::Running
@@ -401,6 +430,7 @@ impl Record {
         };
         let record = Record {
             label_file,
+            control_file,
             outcome,
             session,
             previous,
@@ -418,6 +448,7 @@ impl Record {
 
 const KEYS: &[&str] = &[
     "label file",
+    "control file",
     "outcome",
     "stop lsn",
     "stopped by",
@@ -521,83 +552,6 @@ fn parse_birth(t: &str) -> Option<Option<(i64, u32)>> {
     Some(Some((s.parse().ok()?, ns.parse().ok().filter(|&n| n < 1_000_000_000)?)))
 }
 
-/// What the postmaster makes of what it finds before the startup process
-/// runs, or at its exit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    /// No backup_label.
-    NoLabel,
-    /// recovery.signal or standby.signal: a restore or a standby, which
-    /// this extension never touches.
-    Recovery,
-    /// A label pg_start_backup did not write (pg_basebackup's, pg_rewind's,
-    /// one edited by hand): the server's own business.
-    NotOurs,
-    /// Ours, but another file than the one published here: a copy.
-    Copy,
-    /// The very label this server published, to be renamed so that the
-    /// startup process does not take the primary for a restored backup.
-    Live(BackupLabel),
-    /// Whether this server's own label is in place cannot be decided;
-    /// `label` is the label, when it could be read.
-    Undecidable { label: Option<BackupLabel>, why: String },
-}
-
-/// `label`: backup_label's content and identity, if there is one;
-/// `record`: the state file's content, if there is one (or why it could
-/// not be read); `several_file_systems`: at a first start, what makes the
-/// data directory span file systems (see the module comment), if anything.
-///
-/// The same judgement serves a restart after a crash, where the postmaster
-/// has been running on this data directory: a copy's label may still be in
-/// place then, if something crashed before the startup process took it.
-pub fn judge(
-    signal_file: bool,
-    label: Option<(&[u8], FileId)>,
-    record: Option<Result<Vec<u8>, String>>,
-    several_file_systems: Option<&str>,
-) -> Verdict {
-    if signal_file {
-        return Verdict::Recovery;
-    }
-    let Some((content, id)) = label else {
-        return Verdict::NoLabel;
-    };
-    let Ok(parsed) = label::parse(content) else {
-        return Verdict::NotOurs;
-    };
-    let undecidable = |why: &str| Verdict::Undecidable {
-        label: Some(parsed.clone()),
-        why: why.to_string(),
-    };
-    let record = match record {
-        None => return undecidable(&format!("there is no \"{STATE_FILE}\" describing it")),
-        Some(Err(e)) => return undecidable(&format!("\"{STATE_FILE}\" could not be read: {e}")),
-        Some(Ok(bytes)) => match Record::parse(&bytes) {
-            Ok(r) => r,
-            Err(e) => return undecidable(&format!("\"{STATE_FILE}\" is not valid: {e}")),
-        },
-    };
-    if record.label_file.ino != id.ino {
-        return Verdict::Copy;
-    }
-    match (record.label_file.birth, id.birth) {
-        (Some(a), Some(b)) if a != b => Verdict::Copy,
-        (Some(_), Some(_)) if record.label == content => match several_file_systems {
-            None => Verdict::Live(parsed),
-            Some(what) => undecidable(&format!(
-                "{what}: after a crash of the postmaster this may as well be a restore of snapshots of \
-                 several file systems, which only recovery from the label makes consistent"
-            )),
-        },
-        (Some(_), Some(_)) => undecidable("it is the file published here, but its content has changed since"),
-        _ => undecidable(
-            "the file system does not record birth times, so a copy whose label reuses the inode \
-             number of the one published here cannot be told from it",
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,13 +571,16 @@ START EPOCH: 1795575906\n";
         birth: Some((1_795_575_906, 123_456_789)),
     };
 
-    fn record(id: FileId) -> Option<Result<Vec<u8>, String>> {
-        Some(Ok(running(id).to_bytes()))
-    }
+    const CONTROL: FileId = FileId {
+        dev: 2049,
+        ino: 131_090,
+        birth: Some((1_795_000_000, 5)),
+    };
 
     fn running(id: FileId) -> Record {
         Record {
             label_file: id,
+            control_file: Some(CONTROL),
             outcome: Outcome::Running,
             session: None,
             previous: None,
@@ -641,10 +598,6 @@ START EPOCH: 1795575906\n";
             database: "postgres".into(),
             fast: true,
         }
-    }
-
-    fn verdict(id: FileId, rec: Option<Result<Vec<u8>, String>>) -> Verdict {
-        judge(false, Some((LABEL.as_bytes(), id)), rec, None)
     }
 
     #[test]
@@ -674,7 +627,7 @@ START EPOCH: 1795575906\n";
             stopped,
             stopping,
         ] {
-            for birth in [LIVE.birth, None, Some((5, 0))] {
+            for (birth, control_file) in [(LIVE.birth, Some(CONTROL)), (None, None), (Some((5, 0)), None)] {
                 for (session, previous, last) in [
                     (None, None, None),
                     (Some(session()), Some(previous.clone()), Some(1_795_000_000_000_001)),
@@ -690,6 +643,7 @@ START EPOCH: 1795575906\n";
                 ] {
                     let r = Record {
                         label_file: FileId { birth, ..LIVE },
+                        control_file,
                         outcome: outcome.clone(),
                         session,
                         previous,
@@ -716,8 +670,32 @@ START EPOCH: 1795575906\n";
                 at: 1_795_576_000_000_000
             }
         );
-        assert_eq!((r.session, r.previous, r.last_completed), (None, None, None));
+        assert_eq!((&r.session, &r.previous, r.last_completed), (&None, &None, None));
+        assert_eq!(r.control_file, None);
         assert_eq!(r.label, LABEL.as_bytes());
+        let v2 = v1.replace("state 1", "state 2").replace(
+            "outcome: ended by a server restart at 1795576000",
+            "outcome: ended by a server restart at 1795576000.000000",
+        );
+        assert_eq!(Record::parse(v2.as_bytes()), Ok(r));
+    }
+
+    #[test]
+    fn files_are_the_same_only_when_it_is_certain() {
+        assert_eq!(LIVE.same_file(LIVE), Some(true));
+        assert_eq!(LIVE.same_file(FileId { dev: 1, ..LIVE }), Some(true));
+        assert_eq!(LIVE.same_file(FileId { ino: 9, ..LIVE }), Some(false));
+        assert_eq!(
+            LIVE.same_file(FileId {
+                birth: Some((1, 2)),
+                ..LIVE
+            }),
+            Some(false)
+        );
+        let unknown = FileId { birth: None, ..LIVE };
+        assert_eq!(LIVE.same_file(unknown), None);
+        assert_eq!(unknown.same_file(unknown), None);
+        assert_eq!(unknown.same_file(FileId { ino: 9, ..unknown }), Some(false));
     }
 
     #[test]
@@ -734,7 +712,7 @@ START EPOCH: 1795575906\n";
 
     #[test]
     fn bad_records_are_refused() {
-        let good = record(LIVE).unwrap().unwrap();
+        let good = running(LIVE).to_bytes();
         for cut in [0, 10, 30, 60, 90] {
             assert!(Record::parse(&good[..cut]).is_err(), "cut at {cut}");
         }
@@ -743,7 +721,8 @@ START EPOCH: 1795575906\n";
             ("inode 131075", "inode x"),
             (".123456789", ".12345"),
             ("outcome: running", "outcome: maybe"),
-            ("state 2", "state 3"),
+            ("state 3", "state 4"),
+            ("control file: device 2049", "control file: device x"),
             ("outcome: running", "outcome: running\noutcome: running"),
             ("outcome: running", "outcome: stopped at 5"),
             ("outcome: running", "outcome: running\nwhatever: 1"),
@@ -751,94 +730,6 @@ START EPOCH: 1795575906\n";
         ] {
             assert!(Record::parse(text.replace(from, to).as_bytes()).is_err(), "{to}");
         }
-    }
-
-    #[test]
-    fn the_label_published_here_is_live() {
-        assert!(matches!(verdict(LIVE, record(LIVE)), Verdict::Live(_)));
-        // Another device number: a renumbered disk or a block-level image.
-        let moved = FileId { dev: 64768, ..LIVE };
-        assert!(matches!(verdict(moved, record(LIVE)), Verdict::Live(_)));
-    }
-
-    #[test]
-    fn over_several_file_systems_the_first_start_does_not_decide() {
-        let v = judge(
-            false,
-            Some((LABEL.as_bytes(), LIVE)),
-            record(LIVE),
-            Some("pg_wal is on another file system"),
-        );
-        assert!(
-            matches!(v, Verdict::Undecidable { ref why, .. } if why.starts_with("pg_wal is on another")),
-            "{v:?}"
-        );
-        // A copy stays a copy.
-        let other = FileId { ino: 9, ..LIVE };
-        assert_eq!(
-            judge(false, Some((LABEL.as_bytes(), other)), record(LIVE), Some("x")),
-            Verdict::Copy
-        );
-    }
-
-    #[test]
-    fn another_file_is_a_copy() {
-        let other_inode = FileId { ino: 9, ..LIVE };
-        assert_eq!(verdict(other_inode, record(LIVE)), Verdict::Copy);
-        // The inode number reused by a file born later: a restore into a
-        // fresh directory on the same file system.
-        let reused = FileId {
-            birth: Some((1_795_576_100, 5)),
-            ..LIVE
-        };
-        assert_eq!(verdict(reused, record(LIVE)), Verdict::Copy);
-        // Birth times differing by a nanosecond are different files.
-        let close = FileId {
-            birth: Some((1_795_575_906, 123_456_790)),
-            ..LIVE
-        };
-        assert_eq!(verdict(close, record(LIVE)), Verdict::Copy);
-        // Without birth times, another inode number is still another file.
-        let no_birth = FileId {
-            birth: None,
-            ino: 9,
-            ..LIVE
-        };
-        assert_eq!(verdict(no_birth, record(FileId { birth: None, ..LIVE })), Verdict::Copy);
-    }
-
-    #[test]
-    fn what_cannot_be_told_is_undecidable() {
-        let undecided = |v: Verdict| matches!(v, Verdict::Undecidable { .. });
-        assert!(undecided(verdict(LIVE, None)));
-        assert!(undecided(verdict(LIVE, Some(Err("EACCES".into())))));
-        assert!(undecided(verdict(LIVE, Some(Ok(b"garbage".to_vec())))));
-        let no_birth = FileId { birth: None, ..LIVE };
-        assert!(undecided(verdict(no_birth, record(no_birth))));
-        assert!(undecided(verdict(LIVE, record(no_birth))));
-        assert!(undecided(verdict(no_birth, record(LIVE))));
-        // Same file, rewritten in place (say, a restore over it).
-        let mut other = running(LIVE);
-        other.label = LABEL.replace("nightly", "weekly").into_bytes();
-        assert!(undecided(verdict(LIVE, Some(Ok(other.to_bytes())))));
-    }
-
-    #[test]
-    fn restores_and_foreign_labels_are_left_alone() {
-        assert_eq!(
-            judge(true, Some((LABEL.as_bytes(), LIVE)), record(LIVE), None),
-            Verdict::Recovery
-        );
-        assert_eq!(
-            judge(true, Some((LABEL.as_bytes(), LIVE)), None, None),
-            Verdict::Recovery
-        );
-        let basebackup = LABEL.replace("START EPOCH: 1795575906\n", "");
-        assert_eq!(
-            judge(false, Some((basebackup.as_bytes(), LIVE)), record(LIVE), None),
-            Verdict::NotOurs
-        );
-        assert_eq!(judge(false, None, record(LIVE), None), Verdict::NoLabel);
     }
 
     fn facts<'a>() -> Facts<'a> {

@@ -171,7 +171,7 @@ fn text(bytes: &[u8]) -> Result<Datum> {
     if unsafe { guarded(move || pg::peb_valid_in_database(ptr, len)) }? {
         return unsafe { guarded(move || pg::peb_text_datum(ptr, len)) };
     }
-    let escaped = server::escape_non_ascii(bytes);
+    let escaped = crate::label::escape_non_ascii(bytes);
     let (ptr, len) = (escaped.as_ptr() as *const std::ffi::c_char, escaped.len() as i32);
     // SAFETY: as above, for `escaped`.
     unsafe { guarded(move || pg::peb_text_datum(ptr, len)) }

@@ -16,36 +16,6 @@ use common::proof::*;
 use common::*;
 use postgres::Client;
 
-/// A running preloaded cluster ([`archiving`]) with a WAL size small
-/// enough for checkpoints to recycle segments.
-fn preloaded(extra: &[&str]) -> (Cluster, Client) {
-    let mut settings = vec![
-        PRELOAD,
-        "wal_level = replica",
-        "archive_mode = on",
-        "max_wal_size = 32MB",
-        "min_wal_size = 32MB",
-        "wal_keep_size = 0",
-    ];
-    settings.extend_from_slice(extra);
-    archiving(&settings)
-}
-
-/// A running cluster with `settings`, the extension, and WAL archived
-/// into `archive/` beside the data directory, which restore_command reads.
-fn archiving(settings: &[&str]) -> (Cluster, Client) {
-    let mut c = Cluster::init(settings);
-    let archive = c.make_dir("archive");
-    c.append_conf(&[
-        &format!("archive_command = 'cp %p {}/%f'", archive.display()),
-        &format!("restore_command = 'cp {}/%f %p'", archive.display()),
-    ]);
-    c.start();
-    c.create_extension();
-    let s = c.connect();
-    (c, s)
-}
-
 #[derive(Clone, Copy, Debug)]
 enum Ending {
     BackendKilled,
@@ -493,7 +463,7 @@ fn an_undecidable_label_stops_the_start_with_instructions() {
         "{log}"
     );
     assert!(
-        log.contains("HINT:  If this data directory is a restored backup, create \"recovery.signal\""),
+        log.contains("HINT:  If this data directory is a restored backup or a snapshot, create \"recovery.signal\""),
         "{log}"
     );
     assert!(!log.contains("backup recovery"), "{log}");

@@ -246,22 +246,7 @@ fn restore_and_check(
             "pgbench_tellers"
         ]
     );
-    let row = r
-        .query_one(
-            "SELECT (SELECT count(*) FROM pgbench_accounts),
-                    (SELECT sum(abalance) FROM pgbench_accounts)::int8,
-                    (SELECT sum(bbalance) FROM pgbench_branches)::int8,
-                    (SELECT sum(tbalance) FROM pgbench_tellers)::int8,
-                    (SELECT coalesce(sum(delta), 0) FROM pgbench_history)::int8,
-                    (SELECT count(*) FROM pgbench_history)",
-            &[],
-        )
-        .unwrap();
-    let (accounts, a, b, t_, h, n): (i64, i64, i64, i64, i64, i64) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
-    assert_eq!(accounts, 100_000);
-    assert!(n > 0);
-    assert_eq!((a, b, t_), (h, h, h), "pgbench balances disagree after the restore");
+    assert_pgbench_balances_agree(&mut r);
 
     // Physical verification of every table and index (and, with data
     // checksums, of every page's checksum).

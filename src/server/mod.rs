@@ -166,20 +166,6 @@ pub fn postmaster_start_unix() -> i64 {
     start.div_euclid(1_000_000) + crate::label::POSTGRES_EPOCH_UNIX_SECONDS
 }
 
-/// Bytes as ASCII text: every byte outside ASCII, and the backslash, as
-/// `\xNN`.
-pub fn escape_non_ascii(raw: &[u8]) -> String {
-    raw.iter()
-        .map(|&b| {
-            if b.is_ascii() && b != b'\\' {
-                (b as char).to_string()
-            } else {
-                format!("\\x{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Label text (bytes in the encoding of the database that started the
 /// backup) for a message: as the current database reads it when the bytes
 /// are valid in its encoding, otherwise with every byte outside ASCII
@@ -188,7 +174,7 @@ pub fn text_for_message(raw: &[u8]) -> String {
     if raw.is_ascii() {
         return String::from_utf8_lossy(raw).into_owned();
     }
-    let escaped = || escape_non_ascii(raw);
+    let escaped = || crate::label::escape_non_ascii(raw);
     let Ok(c) = CString::new(raw) else {
         return escaped();
     };

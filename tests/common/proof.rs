@@ -199,6 +199,29 @@ impl Drop for Pgbench {
     }
 }
 
+/// Fails unless pgbench's tables hold as many accounts as scale 1 makes
+/// and the balances of accounts, branches and tellers each add up to the
+/// history's deltas: what any consistent state of a pgbench run shows.
+#[track_caller]
+pub fn assert_pgbench_balances_agree(c: &mut Client) {
+    let row = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM pgbench_accounts),
+                    (SELECT sum(abalance) FROM pgbench_accounts)::int8,
+                    (SELECT sum(bbalance) FROM pgbench_branches)::int8,
+                    (SELECT sum(tbalance) FROM pgbench_tellers)::int8,
+                    (SELECT coalesce(sum(delta), 0) FROM pgbench_history)::int8,
+                    (SELECT count(*) FROM pgbench_history)",
+            &[],
+        )
+        .unwrap();
+    let (accounts, a, b, t, h, n): (i64, i64, i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+    assert_eq!(accounts, 100_000);
+    assert!(n > 0, "no pgbench transaction in the copy");
+    assert_eq!((a, b, t), (h, h, h), "pgbench balances disagree");
+}
+
 /// Rows inserted one transaction each, with ids 1, 2, 3, ... by a thread of
 /// its own, until stopped.
 pub struct Marker {
@@ -441,6 +464,36 @@ pub fn secs(t: Instant) -> f64 {
 
 /// `shared_preload_libraries` for preload mode.
 pub const PRELOAD: &str = "shared_preload_libraries = 'pg_exclusive_backup'";
+
+/// A running preloaded cluster ([`archiving`]) with a WAL size small
+/// enough for checkpoints to recycle segments.
+pub fn preloaded(extra: &[&str]) -> (Cluster, Client) {
+    let mut settings = vec![
+        PRELOAD,
+        "wal_level = replica",
+        "archive_mode = on",
+        "max_wal_size = 32MB",
+        "min_wal_size = 32MB",
+        "wal_keep_size = 0",
+    ];
+    settings.extend_from_slice(extra);
+    archiving(&settings)
+}
+
+/// A running cluster with `settings`, the extension, and WAL archived
+/// into `archive/` beside the data directory, which restore_command reads.
+pub fn archiving(settings: &[&str]) -> (Cluster, Client) {
+    let mut c = Cluster::init(settings);
+    let archive = c.make_dir("archive");
+    c.append_conf(&[
+        &format!("archive_command = 'cp %p {}/%f'", archive.display()),
+        &format!("restore_command = 'cp {}/%f %p'", archive.display()),
+    ]);
+    c.start();
+    c.create_extension();
+    let s = c.connect();
+    (c, s)
+}
 
 /// Kills the postmaster and every process of the cluster with SIGKILL, as
 /// the OOM killer or a power loss would, and waits until they are gone.

@@ -1,0 +1,1003 @@
+//! The postmaster's verdict on the backup_label it finds right before the
+//! startup process runs (and at its exit), and the words of a refusal:
+//! pure Rust, no server.
+//!
+//! The questions come in this order, and the order is the point:
+//!
+//! 1. A signal file means a restore or a standby: never touched.
+//! 2. Is backup_label the very file this primary published (the record's
+//!    inode number and birth time, see state.rs)? Then it is this primary's
+//!    own whatever it now holds: renamed when it holds what was published;
+//!    otherwise the start refuses, for it cannot be a file-level copy and
+//!    the one writer that keeps the file while changing it is a restore
+//!    copied over the primary's files in place, which renaming would turn
+//!    into silent corruption.
+//! 3. Another file, beside this primary's own global/pg_control (which the
+//!    server and its tools rewrite only in place): a label put back into the
+//!    primary's data directory (moved out and copied back), or a backup
+//!    copied over it in place. The two cannot be told apart, and renaming
+//!    would ruin the second, so the start refuses with advice for both.
+//! 4. Another file and another pg_control: a restored copy, whose label is
+//!    recovery's.
+//!
+//! Only a whole label of another writer's (pg_basebackup, pg_rewind) goes
+//! to the startup process without a record that says whose it is; where
+//! nothing can tell, the start refuses.
+
+use crate::files::{BACKUP_LABEL, BACKUP_LABEL_OLD, LOCK_FILE, TABLESPACE_MAP, TABLESPACE_MAP_OLD};
+use crate::label::{self, BackupLabel, Kind};
+use crate::state::{FileId, Record, MAX_STATE_BYTES, STATE_FILE};
+
+/// The control file, relative to the data directory.
+pub const CONTROL_FILE: &str = "global/pg_control";
+
+/// backup_label as the postmaster found it.
+#[derive(Debug, Clone)]
+pub struct LabelFile<'a> {
+    /// Its identity, or why it could not be had.
+    pub id: Result<FileId, String>,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its first bytes (at most one more than a label can have), or why
+    /// they could not be read.
+    pub content: Result<&'a [u8], String>,
+}
+
+/// Why the state file cannot serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unusable {
+    /// What is wrong with it, as the end of a sentence that begins with
+    /// its name ("is a directory").
+    pub why: String,
+    /// Something other than a regular file lies under its name.
+    pub not_a_file: bool,
+}
+
+/// What the postmaster found in the data directory.
+#[derive(Debug, Clone)]
+pub struct Found<'a> {
+    /// recovery.signal or standby.signal, as the server sees them.
+    pub signal_file: bool,
+    pub label: Option<LabelFile<'a>>,
+    /// The state file's bytes (at most one more than a record can have),
+    /// or why it cannot be read; `None` when there is none.
+    pub record: Option<Result<&'a [u8], Unusable>>,
+    /// global/pg_control's identity, when it could be had.
+    pub control_file: Option<FileId>,
+    /// At a first start, what puts part of the data directory on another
+    /// file system (see state.rs), if anything.
+    pub several_file_systems: Option<&'a str>,
+}
+
+/// What the postmaster does with what it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    NoLabel,
+    /// A restore or a standby: recovery's business.
+    Recovery,
+    /// A whole label another writer wrote (pg_basebackup, pg_rewind), and
+    /// no sign that this primary published it.
+    NotOurs,
+    /// A restored copy of this extension's backup: recovery's label.
+    Copy(BackupLabel),
+    /// The very label this primary published, holding what was published:
+    /// to be renamed so that the startup process does not take the primary
+    /// for a restored backup.
+    Live(BackupLabel),
+    /// The start must not go on.
+    Refuse(Refusal),
+}
+
+/// Why the start refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Whose label it is cannot be told. `label`: what it is, when it is a
+    /// label of ours.
+    CannotTell {
+        label: Option<BackupLabel>,
+        why: Unknowable,
+    },
+    /// backup_label is neither a label of ours nor another writer's whole
+    /// label. `state`: what keeps the record from saying whose file it is;
+    /// `None` when it says the file is a restored copy's.
+    Damaged { reason: String, state: Option<Unknowable> },
+    /// This primary's own label file, changed since it was published.
+    OwnChanged { published: BackupLabel, change: String },
+    /// A new label file beside this primary's own pg_control.
+    Recreated { published: BackupLabel, holds: Holds },
+    /// This primary's own label, which the lock file kept from being
+    /// renamed: `why` ends a sentence; `held`: another process holds it.
+    Unlocked {
+        label: BackupLabel,
+        why: String,
+        held: bool,
+    },
+    /// This primary's own label, which could not be renamed: the error's
+    /// message, and what lies under backup_label.old when that is what
+    /// stopped it.
+    NotRenamed {
+        label: BackupLabel,
+        error: String,
+        blocking: Option<&'static str>,
+    },
+    /// The check itself failed (a bug).
+    Internal,
+}
+
+/// What a label file other than the published one holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holds {
+    /// What was published.
+    Published,
+    /// Another label of ours.
+    Ours(BackupLabel),
+    /// Nothing that is a label of ours: why.
+    Damaged(String),
+}
+
+/// What keeps the record from telling whose label it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unknowable {
+    NoRecord,
+    Record(Unusable),
+    NoBirthTimes,
+    SeveralFileSystems(String),
+    LabelUnreadable(String),
+}
+
+/// The state file as a record that can judge (with the label it holds),
+/// or why it cannot.
+fn record_of(found: &Found) -> Result<(Record, BackupLabel), Unknowable> {
+    let bytes = match &found.record {
+        None => return Err(Unknowable::NoRecord),
+        Some(Err(u)) => return Err(Unknowable::Record(u.clone())),
+        Some(Ok(bytes)) => *bytes,
+    };
+    let invalid = |why: String| Unknowable::Record(Unusable { why, not_a_file: false });
+    if bytes.len() > MAX_STATE_BYTES {
+        return Err(invalid(format!(
+            "is larger than {MAX_STATE_BYTES} bytes, which no record is"
+        )));
+    }
+    let record = Record::parse(bytes).map_err(|e| invalid(format!("is not valid: {e}")))?;
+    // Every record holds a label pg_start_backup wrote: one that holds
+    // anything else is damaged itself, whatever the label file holds.
+    let published = label::parse(&record.label).map_err(|e| {
+        invalid(format!(
+            "is not valid: the label it holds is not one pg_start_backup writes ({e})"
+        ))
+    })?;
+    Ok((record, published))
+}
+
+fn cannot_tell(label: Option<BackupLabel>, why: Unknowable) -> Verdict {
+    Verdict::Refuse(Refusal::CannotTell { label, why })
+}
+
+fn ours(kind: &Kind) -> Option<BackupLabel> {
+    match kind {
+        Kind::Ours(l) => Some(l.clone()),
+        _ => None,
+    }
+}
+
+pub fn judge(found: &Found) -> Verdict {
+    if found.signal_file {
+        return Verdict::Recovery;
+    }
+    let Some(file) = &found.label else {
+        return Verdict::NoLabel;
+    };
+    let content = match &file.content {
+        Ok(c) => *c,
+        Err(why) => return cannot_tell(None, Unknowable::LabelUnreadable(format!("it cannot be read: {why}"))),
+    };
+    let kind = label::kind(content);
+    let (record, published) = match record_of(found) {
+        Ok(r) => r,
+        Err(state) => {
+            return match kind {
+                Kind::Other => Verdict::NotOurs,
+                Kind::Ours(l) => cannot_tell(Some(l), state),
+                Kind::Damaged(e) => Verdict::Refuse(Refusal::Damaged {
+                    reason: e.to_string(),
+                    state: Some(state),
+                }),
+            }
+        }
+    };
+    let id = match &file.id {
+        Ok(id) => *id,
+        Err(why) => {
+            return cannot_tell(
+                ours(&kind),
+                Unknowable::LabelUnreadable(format!("its inode cannot be examined: {why}")),
+            )
+        }
+    };
+    match id.same_file(record.label_file) {
+        None => cannot_tell(ours(&kind), Unknowable::NoBirthTimes),
+        Some(true) if content == record.label.as_slice() && file.size == content.len() as u64 => {
+            match found.several_file_systems {
+                None => Verdict::Live(published),
+                Some(what) => cannot_tell(Some(published), Unknowable::SeveralFileSystems(what.to_string())),
+            }
+        }
+        Some(true) => Verdict::Refuse(Refusal::OwnChanged {
+            change: change(&record.label, content, file.size),
+            published,
+        }),
+        Some(false) => {
+            let holds = match kind {
+                _ if content == record.label.as_slice() => Holds::Published,
+                Kind::Ours(l) => Holds::Ours(l),
+                Kind::Damaged(e) => Holds::Damaged(e.to_string()),
+                // Cut short, the label published here is no other writer's,
+                // whatever its remaining lines look like.
+                Kind::Other if record.label.starts_with(content) => Holds::Damaged(format!(
+                    "It is the first {} of the {} bytes of the label published here.",
+                    content.len(),
+                    record.label.len()
+                )),
+                Kind::Other => return Verdict::NotOurs,
+            };
+            let own_control = match (record.control_file, found.control_file) {
+                (Some(then), Some(now)) => then.same_file(now),
+                // A record written before pg_control's identity was kept.
+                _ => Some(false),
+            };
+            match (own_control, holds) {
+                (None, Holds::Published) => cannot_tell(Some(published), Unknowable::NoBirthTimes),
+                (None, Holds::Ours(l)) => cannot_tell(Some(l), Unknowable::NoBirthTimes),
+                (None, Holds::Damaged(reason)) => Verdict::Refuse(Refusal::Damaged {
+                    reason,
+                    state: Some(Unknowable::NoBirthTimes),
+                }),
+                (Some(true), holds) => Verdict::Refuse(Refusal::Recreated { published, holds }),
+                (Some(false), Holds::Published) => Verdict::Copy(published),
+                (Some(false), Holds::Ours(l)) => Verdict::Copy(l),
+                (Some(false), Holds::Damaged(reason)) => Verdict::Refuse(Refusal::Damaged { reason, state: None }),
+            }
+        }
+    }
+}
+
+/// How `now` (the file's first bytes; `size` in all) differs from
+/// `published`, as the end of a sentence.
+fn change(published: &[u8], now: &[u8], size: u64) -> String {
+    let then = published.len() as u64;
+    let bytes = |n: u64| {
+        if n == 1 {
+            "1 byte".to_string()
+        } else {
+            format!("{n} bytes")
+        }
+    };
+    if size == 0 {
+        "it has been emptied".into()
+    } else if size < then && published.starts_with(now) {
+        format!("it has been cut from {then} to {}", bytes(size))
+    } else if size > then && now.starts_with(published) {
+        let added = size - then;
+        format!(
+            "{} {} been added to its end",
+            bytes(added),
+            if added == 1 { "has" } else { "have" }
+        )
+    } else if size == then && now.len() == published.len() {
+        let changed = now.iter().zip(published).filter(|(a, b)| a != b).count();
+        format!(
+            "{changed} of its {then} bytes {} been changed",
+            if changed == 1 { "has" } else { "have" }
+        )
+    } else {
+        format!(
+            "its content has been replaced ({} when published, {} now)",
+            bytes(then),
+            bytes(size)
+        )
+    }
+}
+
+/// A refusal as the FATAL the postmaster raises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Texts {
+    pub message: String,
+    pub detail: String,
+    pub hint: String,
+}
+
+/// "the exclusive backup "nightly" started at 2026-12-01 03:00:00 UTC"
+pub fn describe(l: &BackupLabel) -> String {
+    format!(
+        "the exclusive backup \"{}\" started at {}",
+        label::escape_non_ascii(&l.label),
+        l.start_time
+    )
+}
+
+const RESTORED_NEEDS_SIGNAL: &str = "If this data directory is a restored backup or a snapshot, create \
+     \"recovery.signal\" (or \"standby.signal\") in it and start the server again.";
+
+fn void_on_primary(condition: &str) -> String {
+    format!(
+        "If {condition}, the backup is void: rename \"{BACKUP_LABEL}\" to \"{BACKUP_LABEL_OLD}\" (and \
+         \"{TABLESPACE_MAP}\" to \"{TABLESPACE_MAP_OLD}\", if there is one) and start the server again."
+    )
+}
+
+const COPIED_IN_PLACE: &str = "If a backup was copied over this data directory in place (cp -a or rsync into \
+     it), the result cannot be trusted: restore the backup into an empty directory instead.";
+
+fn unknowable(why: &Unknowable) -> String {
+    match why {
+        Unknowable::NoRecord => format!("there is no \"{STATE_FILE}\" to tell whether it is this server's own"),
+        Unknowable::Record(u) => format!(
+            "\"{STATE_FILE}\", which tells whether it is this server's own, {}",
+            u.why
+        ),
+        Unknowable::NoBirthTimes => "the file system does not record birth times, so a restored copy reusing \
+             the inode numbers of the files published here cannot be told from them"
+            .into(),
+        Unknowable::SeveralFileSystems(what) => format!(
+            "{what}, so after the postmaster was killed this may as well be a restore of snapshots of several \
+             file systems, which only recovery from the label makes consistent"
+        ),
+        Unknowable::LabelUnreadable(why) => why.clone(),
+    }
+}
+
+/// " Move the state file away", when it is not a regular file.
+fn move_state_file(why: Option<&Unknowable>) -> String {
+    match why {
+        Some(Unknowable::Record(Unusable { not_a_file: true, .. })) => format!(
+            " Either way, move \"{STATE_FILE}\" out of the data directory: it is not a regular file, so not \
+             pg_exclusive_backup's."
+        ),
+        _ => String::new(),
+    }
+}
+
+pub fn texts(refusal: &Refusal) -> Texts {
+    match refusal {
+        Refusal::CannotTell { label, why } => Texts {
+            message: format!(
+                "pg_exclusive_backup cannot tell whether \"{BACKUP_LABEL}\" is this server's own or a restored backup's"
+            ),
+            detail: match label {
+                Some(l) => format!(
+                    "\"{BACKUP_LABEL}\" is the label of {}; {}.",
+                    describe(l),
+                    unknowable(why)
+                ),
+                None => format!("\"{BACKUP_LABEL}\" is in the data directory, but {}.", unknowable(why)),
+            },
+            hint: format!(
+                "{RESTORED_NEEDS_SIGNAL} {} Never do that in a restored backup.{}",
+                void_on_primary("it is the primary that was running this backup"),
+                move_state_file(Some(why))
+            ),
+        },
+        Refusal::Damaged { reason, state } => Texts {
+            message: format!("\"{BACKUP_LABEL}\" is not a valid backup label"),
+            detail: match state {
+                Some(why) => format!("{reason} Whose file it is cannot be told: {}.", unknowable(why)),
+                None => format!(
+                    "{reason} It is not the file this server published, and \"{CONTROL_FILE}\" is not this \
+                     server's either: this is a restored copy whose label was damaged."
+                ),
+            },
+            hint: format!(
+                "If this data directory is a restored backup, copy \"{BACKUP_LABEL}\" (and \"{TABLESPACE_MAP}\") \
+                 from the backup again and start the server again. {}{}",
+                void_on_primary("it is the primary that was running an exclusive backup"),
+                move_state_file(state.as_ref())
+            ),
+        },
+        Refusal::OwnChanged { published, change } => Texts {
+            message: format!("this server's own \"{BACKUP_LABEL}\" has been changed since pg_start_backup() wrote it"),
+            detail: format!(
+                "It is the file pg_start_backup() published for {}; {change} since. The startup process would \
+                 take it for a restored backup's label.",
+                describe(published)
+            ),
+            hint: format!(
+                "{} {COPIED_IN_PLACE}",
+                void_on_primary("this is the primary that was running the backup")
+            ),
+        },
+        Refusal::Recreated { published, holds } => Texts {
+            message: format!("\"{BACKUP_LABEL}\" is a new file in this server's own data directory"),
+            detail: match holds {
+                Holds::Published => format!(
+                    "It holds the label of {}, which this server published as another file, and \
+                     \"{CONTROL_FILE}\" is still this server's own: the label was moved out and copied back, or a \
+                     backup was copied over this data directory in place.",
+                    describe(published)
+                ),
+                Holds::Ours(l) => format!(
+                    "It is the label of {}, while this server last published the label of {} as another file, \
+                     and \"{CONTROL_FILE}\" is still this server's own: a backup was copied over this data \
+                     directory in place, or a label into it.",
+                    describe(l),
+                    describe(published)
+                ),
+                Holds::Damaged(reason) => format!(
+                    "{reason} It is not the file this server published for {}, and \"{CONTROL_FILE}\" is still \
+                     this server's own.",
+                    describe(published)
+                ),
+            },
+            hint: format!(
+                "{} {COPIED_IN_PLACE}",
+                void_on_primary("this is the primary and the label was copied back into it")
+            ),
+        },
+        Refusal::Unlocked { label, why, held } => Texts {
+            message: format!("could not lock \"{LOCK_FILE}\" to rename this server's own \"{BACKUP_LABEL}\""),
+            detail: format!(
+                "\"{BACKUP_LABEL}\" is the label of {}, which this server was running; it must be renamed under \
+                 that lock before the startup process runs, and {why}.",
+                describe(label)
+            ),
+            hint: if *held {
+                format!(
+                    "Stop the process that holds \"{LOCK_FILE}\" in the data directory (fuser -v names it) and \
+                     start the server again."
+                )
+            } else {
+                format!(
+                    "Move \"{LOCK_FILE}\" out of the data directory (it holds no data, and is created again when \
+                     needed) and start the server again."
+                )
+            },
+        },
+        Refusal::NotRenamed { label, error, blocking } => Texts {
+            message: error.clone(),
+            detail: format!(
+                "{}\"{BACKUP_LABEL}\" is the label of {}, which this server was running; the startup process would \
+                 take it for a restored backup's.",
+                blocking
+                    .map(|kind| format!("\"{BACKUP_LABEL_OLD}\" in the data directory is {kind}. "))
+                    .unwrap_or_default(),
+                describe(label)
+            ),
+            hint: match blocking {
+                Some(_) => format!("Move \"{BACKUP_LABEL_OLD}\" out of the data directory and start the server again."),
+                None => format!(
+                    "Once the cause is fixed, start the server again. {}",
+                    void_on_primary("it cannot be fixed")
+                ),
+            },
+        },
+        Refusal::Internal => Texts {
+            message: format!("pg_exclusive_backup failed while checking \"{BACKUP_LABEL}\""),
+            detail: "An internal error of pg_exclusive_backup stopped the check before it could tell whose label \
+                 it is; the server log may say more."
+                .into(),
+            hint: format!(
+                "{RESTORED_NEEDS_SIGNAL} {} Never do that in a restored backup. Please report the error.",
+                void_on_primary("it is the primary that was running this backup")
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Outcome;
+
+    const LABEL: &str = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
+CHECKPOINT LOCATION: 0/2000060\n\
+BACKUP METHOD: streamed\n\
+BACKUP FROM: primary\n\
+START TIME: 2026-11-25 03:05:06 UTC\n\
+LABEL: nightly\n\
+START TIMELINE: 1\n\
+START EPOCH: 1795575906\n";
+
+    const LIVE: FileId = FileId {
+        dev: 2049,
+        ino: 131_075,
+        birth: Some((1_795_575_906, 123_456_789)),
+    };
+    const CONTROL: FileId = FileId {
+        dev: 2049,
+        ino: 131_090,
+        birth: Some((1_795_000_000, 5)),
+    };
+
+    fn record(label_file: FileId, control_file: Option<FileId>) -> Vec<u8> {
+        Record {
+            label_file,
+            control_file,
+            outcome: Outcome::Running,
+            session: None,
+            previous: None,
+            last_completed: None,
+            label: LABEL.as_bytes().to_vec(),
+        }
+        .to_bytes()
+    }
+
+    /// The verdict on a label file with `content` and identity `id`, the
+    /// state file holding `state`, and pg_control with identity `control`.
+    fn judged(content: &[u8], id: FileId, state: Option<&[u8]>, control: FileId) -> Verdict {
+        judge(&Found {
+            signal_file: false,
+            label: Some(LabelFile {
+                id: Ok(id),
+                size: content.len() as u64,
+                content: Ok(content),
+            }),
+            record: state.map(Ok),
+            control_file: Some(control),
+            several_file_systems: None,
+        })
+    }
+
+    fn primary(content: &[u8]) -> Verdict {
+        judged(content, LIVE, Some(&record(LIVE, Some(CONTROL))), CONTROL)
+    }
+
+    fn refusal(v: Verdict) -> Refusal {
+        match v {
+            Verdict::Refuse(r) => r,
+            v => panic!("not a refusal: {v:?}"),
+        }
+    }
+
+    fn published() -> BackupLabel {
+        label::parse(LABEL.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_label_published_here_is_live() {
+        assert_eq!(primary(LABEL.as_bytes()), Verdict::Live(published()));
+        // Another device number: a renumbered disk or a block-level image.
+        let moved = FileId { dev: 64768, ..LIVE };
+        let moved_control = FileId { dev: 64768, ..CONTROL };
+        assert_eq!(
+            judged(
+                LABEL.as_bytes(),
+                moved,
+                Some(&record(LIVE, Some(CONTROL))),
+                moved_control
+            ),
+            Verdict::Live(published())
+        );
+        // A record of version 2, without pg_control's identity.
+        assert_eq!(
+            judged(LABEL.as_bytes(), LIVE, Some(&record(LIVE, None)), CONTROL),
+            Verdict::Live(published())
+        );
+    }
+
+    #[test]
+    fn the_primarys_own_label_changed_in_place_refuses() {
+        let half = &LABEL.as_bytes()[..LABEL.len() / 2];
+        let mut flipped = LABEL.as_bytes().to_vec();
+        flipped[40] ^= 1;
+        let cases: [(Vec<u8>, String); 5] = [
+            (
+                format!("{LABEL}\n").into_bytes(),
+                "1 byte has been added to its end".into(),
+            ),
+            (Vec::new(), "it has been emptied".into()),
+            (
+                half.to_vec(),
+                format!("it has been cut from {} to {} bytes", LABEL.len(), half.len()),
+            ),
+            (flipped, format!("1 of its {} bytes has been changed", LABEL.len())),
+            (
+                LABEL.replace("nightly", "weekly").into_bytes(),
+                format!(
+                    "its content has been replaced ({} bytes when published, {} bytes now)",
+                    LABEL.len(),
+                    LABEL.len() - 1
+                ),
+            ),
+        ];
+        for (content, change) in cases {
+            assert_eq!(
+                refusal(primary(&content)),
+                Refusal::OwnChanged {
+                    published: published(),
+                    change
+                },
+                "{}",
+                String::from_utf8_lossy(&content)
+            );
+        }
+        // Padded far beyond what a label can be: only the head was read.
+        let mut padded = LABEL.as_bytes().to_vec();
+        padded.resize(label::MAX_FILE_BYTES + 1, b'x');
+        let v = judge(&Found {
+            signal_file: false,
+            label: Some(LabelFile {
+                id: Ok(LIVE),
+                size: 200 << 20,
+                content: Ok(&padded),
+            }),
+            record: Some(Ok(&record(LIVE, Some(CONTROL)))),
+            control_file: Some(CONTROL),
+            several_file_systems: None,
+        });
+        assert!(matches!(refusal(v), Refusal::OwnChanged { ref change, .. }
+                if *change == format!("{} bytes have been added to its end", (200 << 20) - LABEL.len())),);
+    }
+
+    #[test]
+    fn a_label_put_back_beside_the_primarys_pg_control_refuses() {
+        let state = record(LIVE, Some(CONTROL));
+        let copied_back = FileId {
+            ino: 9,
+            birth: Some((1_795_576_000, 1)),
+            ..LIVE
+        };
+        let v = judged(LABEL.as_bytes(), copied_back, Some(&state), CONTROL);
+        assert_eq!(
+            refusal(v),
+            Refusal::Recreated {
+                published: published(),
+                holds: Holds::Published
+            }
+        );
+        // Another label of ours, copied over the data directory in place.
+        let older = LABEL.replace("nightly", "weekly");
+        let v = judged(older.as_bytes(), copied_back, Some(&state), CONTROL);
+        assert!(matches!(refusal(v), Refusal::Recreated { holds: Holds::Ours(ref l), .. } if l.label == b"weekly"));
+        // Copied back, and cut short on the way.
+        for cut in [0, 40, LABEL.len() - 20] {
+            let v = judged(&LABEL.as_bytes()[..cut], copied_back, Some(&state), CONTROL);
+            assert!(
+                matches!(
+                    refusal(v),
+                    Refusal::Recreated {
+                        holds: Holds::Damaged(_),
+                        ..
+                    }
+                ),
+                "cut at {cut}"
+            );
+        }
+        // pg_rewind's label: rewinding rewrites pg_control in place.
+        let rewind = "START WAL LOCATION: 0/5000028 (file 000000020000000000000005)\n\
+                      CHECKPOINT LOCATION: 0/5000060\nBACKUP METHOD: pg_rewind\nBACKUP FROM: standby\n\
+                      START TIME: 2026-11-25 04:00:00 UTC\n";
+        assert_eq!(label::kind(rewind.as_bytes()), Kind::Other);
+        assert_eq!(
+            judged(rewind.as_bytes(), copied_back, Some(&state), CONTROL),
+            Verdict::NotOurs
+        );
+    }
+
+    #[test]
+    fn restored_copies_are_copies() {
+        let state = record(LIVE, Some(CONTROL));
+        let fresh = |ino, birth| FileId {
+            dev: 2049,
+            ino,
+            birth: Some(birth),
+        };
+        // Into a fresh directory: every file new.
+        assert_eq!(
+            judged(
+                LABEL.as_bytes(),
+                fresh(9, (1_795_576_100, 5)),
+                Some(&state),
+                fresh(10, (1_795_576_100, 6))
+            ),
+            Verdict::Copy(published())
+        );
+        // Into the same path after the old directory was removed, both
+        // freed inode numbers handed out again: only birth times tell.
+        let reused = FileId {
+            birth: Some((1_795_576_100, 5)),
+            ..LIVE
+        };
+        let reused_control = FileId {
+            birth: Some((1_795_576_100, 6)),
+            ..CONTROL
+        };
+        assert_eq!(
+            judged(LABEL.as_bytes(), reused, Some(&state), reused_control),
+            Verdict::Copy(published())
+        );
+        // Birth times a nanosecond apart are different files.
+        let close = FileId {
+            birth: Some((1_795_575_906, 123_456_790)),
+            ..LIVE
+        };
+        assert_eq!(
+            judged(LABEL.as_bytes(), close, Some(&state), reused_control),
+            Verdict::Copy(published())
+        );
+        // A record of version 2 cannot tell a label put back from a copy.
+        assert_eq!(
+            judged(LABEL.as_bytes(), fresh(9, (1, 1)), Some(&record(LIVE, None)), CONTROL),
+            Verdict::Copy(published())
+        );
+        // A copy whose label was damaged: refused, as a copy's.
+        let v = judged(b"START WAL", fresh(9, (1, 1)), Some(&state), fresh(10, (1, 2)));
+        assert!(matches!(refusal(v), Refusal::Damaged { state: None, .. }));
+        // A pg_basebackup copy of this primary.
+        let basebackup = LABEL
+            .replace("START EPOCH: 1795575906\n", "")
+            .replace("nightly", "pg_basebackup base backup");
+        assert_eq!(
+            judged(basebackup.as_bytes(), fresh(9, (1, 1)), Some(&state), fresh(10, (1, 2))),
+            Verdict::NotOurs
+        );
+    }
+
+    #[test]
+    fn without_a_usable_record_nothing_is_renamed() {
+        let cannot_tell = |v: Verdict| match refusal(v) {
+            Refusal::CannotTell { label: Some(_), why } => why,
+            r => panic!("{r:?}"),
+        };
+        assert_eq!(
+            cannot_tell(judged(LABEL.as_bytes(), LIVE, None, CONTROL)),
+            Unknowable::NoRecord
+        );
+        let good = record(LIVE, Some(CONTROL));
+        let mut padded = good.clone();
+        padded.resize(MAX_STATE_BYTES + 1, b'x');
+        let why = |state: &[u8]| match cannot_tell(judged(LABEL.as_bytes(), LIVE, Some(state), CONTROL)) {
+            Unknowable::Record(u) => u.why,
+            w => panic!("{w:?}"),
+        };
+        assert!(why(&padded).starts_with("is larger than"), "{}", why(&padded));
+        assert!(why(b"garbage").starts_with("is not valid"));
+        assert!(why(&good[..good.len() / 2]).starts_with("is not valid"));
+        // Padded a little: the label it holds grew, not the label file.
+        let mut grown = good.clone();
+        grown.extend_from_slice(b"\0\0\0\0");
+        assert!(
+            why(&grown).contains("the label it holds is not one pg_start_backup writes"),
+            "{}",
+            why(&grown)
+        );
+        // Not a file at all.
+        let v = judge(&Found {
+            signal_file: false,
+            label: Some(LabelFile {
+                id: Ok(LIVE),
+                size: LABEL.len() as u64,
+                content: Ok(LABEL.as_bytes()),
+            }),
+            record: Some(Err(Unusable {
+                why: "is a directory".into(),
+                not_a_file: true,
+            })),
+            control_file: Some(CONTROL),
+            several_file_systems: None,
+        });
+        let t = texts(&refusal(v));
+        assert!(
+            t.detail
+                .contains("\"pg_exclusive_backup.state\", which tells whether it is this server's own, is a directory"),
+            "{}",
+            t.detail
+        );
+        assert!(
+            t.hint
+                .contains("move \"pg_exclusive_backup.state\" out of the data directory"),
+            "{}",
+            t.hint
+        );
+        // Another writer's label: the server's business. Damaged: refused.
+        let basebackup = LABEL.replace("START EPOCH: 1795575906\n", "");
+        assert_eq!(judged(basebackup.as_bytes(), LIVE, None, CONTROL), Verdict::NotOurs);
+        assert!(matches!(
+            refusal(judged(b"", LIVE, None, CONTROL)),
+            Refusal::Damaged {
+                state: Some(Unknowable::NoRecord),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn what_cannot_be_told_refuses() {
+        let no_birth = FileId { birth: None, ..LIVE };
+        for (label_id, recorded) in [(no_birth, no_birth), (LIVE, no_birth), (no_birth, LIVE)] {
+            let v = judged(
+                LABEL.as_bytes(),
+                label_id,
+                Some(&record(recorded, Some(CONTROL))),
+                CONTROL,
+            );
+            assert!(matches!(
+                refusal(v),
+                Refusal::CannotTell {
+                    why: Unknowable::NoBirthTimes,
+                    ..
+                }
+            ));
+        }
+        // pg_control's birth time unknown, its inode number the same.
+        let v = judged(
+            LABEL.as_bytes(),
+            FileId { ino: 9, ..LIVE },
+            Some(&record(LIVE, Some(CONTROL))),
+            FileId { birth: None, ..CONTROL },
+        );
+        assert!(matches!(
+            refusal(v),
+            Refusal::CannotTell {
+                why: Unknowable::NoBirthTimes,
+                ..
+            }
+        ));
+        // At a first start, over several file systems.
+        let v = judge(&Found {
+            signal_file: false,
+            label: Some(LabelFile {
+                id: Ok(LIVE),
+                size: LABEL.len() as u64,
+                content: Ok(LABEL.as_bytes()),
+            }),
+            record: Some(Ok(&record(LIVE, Some(CONTROL)))),
+            control_file: Some(CONTROL),
+            several_file_systems: Some("pg_wal is on another file system"),
+        });
+        assert!(matches!(
+            refusal(v),
+            Refusal::CannotTell {
+                why: Unknowable::SeveralFileSystems(_),
+                ..
+            }
+        ));
+        // Unreadable.
+        let v = judge(&Found {
+            signal_file: false,
+            label: Some(LabelFile {
+                id: Ok(LIVE),
+                size: 0,
+                content: Err("could not open it: Permission denied".into()),
+            }),
+            record: Some(Ok(&record(LIVE, Some(CONTROL)))),
+            control_file: Some(CONTROL),
+            several_file_systems: None,
+        });
+        assert!(matches!(
+            refusal(v),
+            Refusal::CannotTell {
+                label: None,
+                why: Unknowable::LabelUnreadable(_)
+            }
+        ));
+    }
+
+    #[test]
+    fn signal_files_and_absence() {
+        let state = record(LIVE, Some(CONTROL));
+        let mut found = Found {
+            signal_file: true,
+            label: Some(LabelFile {
+                id: Ok(LIVE),
+                size: 0,
+                content: Ok(b""),
+            }),
+            record: Some(Ok(&state)),
+            control_file: Some(CONTROL),
+            several_file_systems: None,
+        };
+        assert_eq!(judge(&found), Verdict::Recovery);
+        found.signal_file = false;
+        found.label = None;
+        assert_eq!(judge(&found), Verdict::NoLabel);
+    }
+
+    #[test]
+    fn every_refusal_says_what_was_found_and_what_to_do() {
+        let l = published();
+        let all = [
+            Refusal::CannotTell {
+                label: Some(l.clone()),
+                why: Unknowable::NoRecord,
+            },
+            Refusal::CannotTell {
+                label: None,
+                why: Unknowable::LabelUnreadable("it cannot be read: Permission denied".into()),
+            },
+            Refusal::CannotTell {
+                label: Some(l.clone()),
+                why: Unknowable::Record(Unusable {
+                    why: "is not valid: it is truncated".into(),
+                    not_a_file: false,
+                }),
+            },
+            Refusal::CannotTell {
+                label: Some(l.clone()),
+                why: Unknowable::NoBirthTimes,
+            },
+            Refusal::CannotTell {
+                label: Some(l.clone()),
+                why: Unknowable::SeveralFileSystems("pg_wal is on another file system than the data directory".into()),
+            },
+            Refusal::Damaged {
+                reason: "The file is empty.".into(),
+                state: Some(Unknowable::NoRecord),
+            },
+            Refusal::Damaged {
+                reason: "The file is empty.".into(),
+                state: None,
+            },
+            Refusal::OwnChanged {
+                published: l.clone(),
+                change: "it has been emptied".into(),
+            },
+            Refusal::Recreated {
+                published: l.clone(),
+                holds: Holds::Published,
+            },
+            Refusal::Recreated {
+                published: l.clone(),
+                holds: Holds::Ours(l.clone()),
+            },
+            Refusal::Recreated {
+                published: l.clone(),
+                holds: Holds::Damaged("The file is empty.".into()),
+            },
+            Refusal::Unlocked {
+                label: l.clone(),
+                why: "\"pg_exclusive_backup.lock\" in the data directory is a directory".into(),
+                held: false,
+            },
+            Refusal::Unlocked {
+                label: l.clone(),
+                why: "another process holds it".into(),
+                held: true,
+            },
+            Refusal::NotRenamed {
+                label: l.clone(),
+                error: "could not rename file \"backup_label\" to \"backup_label.old\": Is a directory".into(),
+                blocking: Some("a directory"),
+            },
+            Refusal::NotRenamed {
+                label: l.clone(),
+                error: "could not rename file \"backup_label\" to \"backup_label.old\": Read-only file system".into(),
+                blocking: None,
+            },
+            Refusal::Internal,
+        ];
+        for r in &all {
+            let t = texts(r);
+            assert!(!t.message.is_empty() && !t.message.ends_with('.'), "{t:?}");
+            assert!(t.detail.ends_with('.') && t.hint.ends_with('.'), "{t:?}");
+            for text in [&t.message, &t.detail, &t.hint] {
+                let words: Vec<&str> = text.split_whitespace().collect();
+                assert!(words.windows(2).all(|w| w[0] != w[1]), "a doubled word: {text}");
+                assert!(text.matches(" but ").count() <= 1, "{text}");
+                assert!(!text.contains(".."), "{text}");
+            }
+        }
+        // The advice names the file at fault.
+        let t = texts(&all[13]);
+        assert!(
+            t.detail
+                .starts_with("\"backup_label.old\" in the data directory is a directory."),
+            "{t:?}"
+        );
+        assert_eq!(
+            t.hint,
+            "Move \"backup_label.old\" out of the data directory and start the server again."
+        );
+        let t = texts(&all[11]);
+        assert!(
+            t.message.contains("pg_exclusive_backup.lock") && !t.message.contains("cannot tell"),
+            "{t:?}"
+        );
+        // Where a restore copied in place may be the cause, the hint says
+        // never to do that.
+        for r in [&all[7], &all[8]] {
+            assert!(texts(r)
+                .hint
+                .contains("restore the backup into an empty directory instead"));
+        }
+    }
+}
