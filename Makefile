@@ -6,7 +6,8 @@
 
 EXTENSION = pg_exclusive_backup
 MODULES = pg_exclusive_backup
-DATA = pg_exclusive_backup--1.0.sql pg_exclusive_backup--1.1.sql pg_exclusive_backup--1.0--1.1.sql
+DATA = pg_exclusive_backup--1.0.sql pg_exclusive_backup--1.1.sql pg_exclusive_backup--1.2.sql \
+       pg_exclusive_backup--1.0--1.1.sql pg_exclusive_backup--1.1--1.2.sql
 REGRESS = pg_exclusive_backup errors privileges status signatures
 REGRESS_OPTS = --inputdir=$(srcdir)/regress --outputdir=$(CURDIR)/regress-out
 

@@ -31,6 +31,8 @@
 #include "tcop/tcopprot.h"
 #include "utils/elog.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/pg_lsn.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -49,7 +51,7 @@ peb_magic_data(void)
 {
 #if PG_VERSION_NUM >= 180000
 	static const Pg_magic_struct data =
-		PG_MODULE_MAGIC_DATA(.name = "pg_exclusive_backup",.version = "1.1.0");
+		PG_MODULE_MAGIC_DATA(.name = "pg_exclusive_backup",.version = "1.2.0");
 #else
 	static const Pg_magic_struct data = PG_MODULE_MAGIC_DATA;
 #endif
@@ -609,6 +611,70 @@ peb_row(FunctionCallInfo fcinfo, const Oid *types, int natts, Datum *values, boo
 					 errhint("Run ALTER EXTENSION pg_exclusive_backup UPDATE.")));
 	tupdesc = BlessTupleDesc(tupdesc);
 	return HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls));
+}
+
+/*
+ * PostgreSQL 14's record-returning stops return their one row in
+ * materialize mode. Set up before anything is stopped, so that a call
+ * from where no set can be returned fails while the backup still runs.
+ */
+void
+peb_prepare_stop_row(FunctionCallInfo fcinfo)
+{
+	static const Oid types[3] = {PG_LSNOID, TEXTOID, TEXTOID};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (rsinfo->setDesc->natts != 3)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the SQL definition of this function does not match the pg_exclusive_backup library"),
+				 errdetail("It returns %d columns, the library 3.", rsinfo->setDesc->natts),
+				 errhint("Run ALTER EXTENSION pg_exclusive_backup UPDATE.")));
+	for (int i = 0; i < 3; i++)
+		if (TupleDescAttr(rsinfo->setDesc, i)->atttypid != types[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("the SQL definition of this function does not match the pg_exclusive_backup library"),
+					 errdetail("Column %d has another type.", i + 1),
+					 errhint("Run ALTER EXTENSION pg_exclusive_backup UPDATE.")));
+}
+
+/* The exclusive stop's row: its LSN, no label and no map, as 14 returned. */
+void
+peb_return_exclusive_stop(FunctionCallInfo fcinfo, XLogRecPtr lsn)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		values[3] = {LSNGetDatum(lsn), (Datum) 0, (Datum) 0};
+	bool		nulls[3] = {false, true, true};
+
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * Stops this session's non-exclusive backup with the server's own
+ * pg_backup_stop(), called through the function manager so that it finds
+ * its result type, and returns its row: what 14's pg_stop_backup(false)
+ * did. Both rows are (pg_lsn, text, text) on every supported major.
+ */
+void
+peb_return_session_stop(FunctionCallInfo fcinfo, bool wait_for_archive)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum		row = OidFunctionCall1(F_PG_BACKUP_STOP, BoolGetDatum(wait_for_archive));
+	HeapTupleHeader header = DatumGetHeapTupleHeader(row);
+	HeapTupleData tuple;
+	Datum		values[3];
+	bool		nulls[3];
+
+	if (HeapTupleHeaderGetNatts(header) != 3)
+		elog(ERROR, "pg_backup_stop() returned %d columns, not 3", HeapTupleHeaderGetNatts(header));
+	tuple.t_len = HeapTupleHeaderGetDatumLength(header);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = header;
+	heap_deform_tuple(&tuple, rsinfo->setDesc, values, nulls);
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 }
 
 uint32

@@ -8,6 +8,7 @@
 
 #include "postgres.h"
 #include "fmgr.h"
+#include "access/xlogdefs.h"
 
 extern const Pg_magic_struct *peb_magic_data(void);
 
@@ -129,6 +130,10 @@ extern Datum peb_interval_datum(int64 usec);
  * The function's one-row result, after checking that its declared columns
  * are `natts` of the types `types`. May raise an ERROR.
  */
+/* PostgreSQL 14's record-returning stops (materialize mode). */
+extern void peb_prepare_stop_row(FunctionCallInfo fcinfo);
+extern void peb_return_exclusive_stop(FunctionCallInfo fcinfo, XLogRecPtr lsn);
+extern void peb_return_session_stop(FunctionCallInfo fcinfo, bool wait_for_archive);
 extern Datum peb_row(FunctionCallInfo fcinfo, const Oid *types, int natts,
 					 Datum *values, bool *nulls);
 /* The timeline WAL is written on; only outside recovery. */

@@ -560,6 +560,29 @@ START TIMELINE: 1\n";
     }
 
     #[test]
+    fn labels_are_sorted_into_ours_another_writers_and_damaged() {
+        assert!(matches!(kind(&ours()), Kind::Ours(_)));
+        // pg_basebackup's and pg_backup_stop()'s, PostgreSQL 17's
+        // incremental one, pg_rewind's (five lines).
+        assert_eq!(kind(SERVER_TEXT.as_bytes()), Kind::Other);
+        let incremental = format!("{SERVER_TEXT}INCREMENTAL FROM LSN: 0/1000028\nINCREMENTAL FROM TLI: 1\n");
+        assert_eq!(kind(incremental.as_bytes()), Kind::Other);
+        let rewind: String = SERVER_TEXT.lines().take(5).map(|l| format!("{l}\n")).collect();
+        assert_eq!(kind(rewind.replace("streamed", "pg_rewind").as_bytes()), Kind::Other);
+        let o = ours();
+        for damaged in [&b""[..], &o[..o.len() / 2], &o[..o.len() - 1], b"garbage\n"] {
+            assert!(
+                matches!(kind(damaged), Kind::Damaged(_)),
+                "{}",
+                String::from_utf8_lossy(damaged)
+            );
+        }
+        let mut padded = o.clone();
+        padded.resize(MAX_FILE_BYTES + 1, b'\n');
+        assert!(matches!(kind(&padded), Kind::Damaged(_)));
+    }
+
+    #[test]
     fn label_without_start_epoch_is_still_read() {
         let text = SERVER_TEXT.replace("streamed", "pg_start_backup");
         let label = parse(text.as_bytes()).unwrap();

@@ -97,6 +97,11 @@ mod exports {
 
     sql_function!(peb_start_backup, pg_finfo_peb_start_backup, sql::start_backup);
     sql_function!(peb_stop_backup, pg_finfo_peb_stop_backup, sql::stop_backup);
+    sql_function!(
+        peb_stop_backup_fourteen,
+        pg_finfo_peb_stop_backup_fourteen,
+        sql::stop_backup_fourteen
+    );
     sql_function!(peb_is_in_backup, pg_finfo_peb_is_in_backup, sql::is_in_backup);
     sql_function!(
         peb_backup_start_time,

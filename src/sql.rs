@@ -102,8 +102,8 @@ fn refuse_if_nonexclusive_backup_here() -> Result<()> {
     if server::session_backup_running()? {
         return Err(
             Error::new(NOT_READY, "a non-exclusive backup is in progress in this session").hint(
-                "Finish it with pg_backup_stop() or, as in PostgreSQL 14, pg_stop_backup(false, true). \
-                     pg_stop_backup(boolean) stops the exclusive backup, from another session.",
+                "Finish it with pg_backup_stop() or, as in PostgreSQL 14, pg_stop_backup(false). \
+                 Stop the exclusive backup from another session.",
             ),
         );
     }
@@ -191,9 +191,40 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
     Ok(start_lsn as Datum)
 }
 
+/// pg_stop_backup(), and pg_stop_backup(wait_for_archive) as versions 1.0
+/// and 1.1 declare it: the exclusive stop, returning its LSN.
 pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
-    let wait_for_archive = server::bool_arg(fcinfo, 0);
+    let wait_for_archive = server::nargs(fcinfo) == 0 || server::bool_arg(fcinfo, 0);
+    Ok(stop_exclusive(wait_for_archive)? as Datum)
+}
 
+/// PostgreSQL 14's record-returning stops: pg_stop_backup(exclusive,
+/// wait_for_archive), and pg_stop_backup(b), which in a session running a
+/// non-exclusive backup means what 14's pg_stop_backup(false) meant when
+/// `b` is false (stop that backup, waiting for the archive) and otherwise
+/// what version 1.0's did (the exclusive stop, `b` saying whether to wait).
+pub fn stop_backup_fourteen(fcinfo: FunctionCallInfo) -> Result<Datum> {
+    let (exclusive, wait_for_archive) = if server::nargs(fcinfo) >= 2 {
+        (server::bool_arg(fcinfo, 0), server::bool_arg(fcinfo, 1))
+    } else {
+        let b = server::bool_arg(fcinfo, 0);
+        if !b && server::session_backup_running()? {
+            (false, true)
+        } else {
+            (true, b)
+        }
+    };
+    server::prepare_stop_row(fcinfo)?;
+    if exclusive {
+        let lsn = stop_exclusive(wait_for_archive)?;
+        server::return_exclusive_stop(fcinfo, lsn)?;
+    } else {
+        server::return_session_stop(fcinfo, wait_for_archive)?;
+    }
+    Ok(0)
+}
+
+fn stop_exclusive(wait_for_archive: bool) -> Result<label::Lsn> {
     if server::recovery_in_progress()? {
         return Err(recovery_error());
     }
@@ -242,14 +273,14 @@ pub fn stop_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
             // A cancel that came in meanwhile came too late.
             server::forget_query_cancel();
             drop(held);
-            return Ok(stop_lsn as Datum);
+            return Ok(stop_lsn);
         }
         // The wait stays cancellable, as the server's own is: a cancel now
         // (or one that came in during the stop) ends the call with an
         // error, the backup being over.
         drop(held);
         archive::wait_for_archive(parsed.start_lsn, stop_lsn, stop_tli)?;
-        return Ok(stop_lsn as Datum);
+        return Ok(stop_lsn);
     }
     Err(Error::new(
         NOT_READY,

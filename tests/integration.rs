@@ -344,7 +344,7 @@ fn concurrent_stops_have_exactly_one_winner() {
                 for round in 0..ROUNDS {
                     // The starter has started this round's backup.
                     barrier.wait();
-                    let outcome = match client.query_one("SELECT pg_stop_backup(false)", &[]) {
+                    let outcome = match client.query_one("SELECT lsn FROM pg_stop_backup(false)", &[]) {
                         Ok(row) => Ok(lsn(row.get(0))),
                         Err(e) => Err(match e.as_db_error() {
                             Some(db) => format!("{}: {}", db.code().code(), db.message()),
@@ -927,8 +927,10 @@ fn builtin_non_exclusive_backups_work_side_by_side() {
     // And a non-exclusive backup in that very session.
     s.query_one("SELECT pg_backup_start('nx in the same session', true)", &[])
         .unwrap();
-    // pg_stop_backup would reset this session's non-exclusive backup.
-    let e = db_error(s.query_one("SELECT pg_stop_backup(false)", &[]), NOT_READY);
+    // The exclusive stop would reset this session's non-exclusive backup.
+    let e = db_error(s.query_one("SELECT pg_stop_backup()", &[]), NOT_READY);
+    assert_eq!(e.message(), "a non-exclusive backup is in progress in this session");
+    let e = db_error(s.query("SELECT * FROM pg_stop_backup(true)", &[]), NOT_READY);
     assert_eq!(e.message(), "a non-exclusive backup is in progress in this session");
     assert!(in_backup(&mut s));
     assert!(c.exists("backup_label"));

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::proof::*;
 use common::*;
+use postgres::types::PgLsn;
 use postgres::Client;
 
 /// Every column of the status view, as text (NULL as `None`).
@@ -322,8 +323,11 @@ fn the_readme_metrics_query_reads_the_status() {
 /// definitions and privileges.
 fn objects(c: &mut Client) -> Vec<String> {
     c.query(
-        "SELECT p.oid::regprocedure::text || ' RETURNS ' || pg_get_function_result(p.oid)
+        "SELECT p.oid::regprocedure::text || ' (' || pg_get_function_arguments(p.oid)
+                || ') RETURNS ' || pg_get_function_result(p.oid)
                 || ' ' || p.provolatile::text || p.proparallel::text || p.proisstrict::text || p.prosecdef::text
+                || ' ' || (SELECT lanname FROM pg_language l WHERE l.oid = p.prolang) || ' ' || p.procost::text || ' ' || p.prorows::text
+                || ' ' || p.prokind::text || p.proleakproof::text
                 || ' ' || coalesce(array_to_string(p.proconfig, ','), '')
                 || ' ACL ' || coalesce(p.proacl::text, 'default') || ' ' || md5(p.prosrc || coalesce(p.probin, ''))
            FROM pg_proc p JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
@@ -342,11 +346,14 @@ fn objects(c: &mut Client) -> Vec<String> {
     .collect()
 }
 
+/// ALTER EXTENSION ... UPDATE from 1.0 and from 1.1, during a backup
+/// started by a role granted the old stop: the backup runs on, the role's
+/// grant now covers PostgreSQL 14's one-argument stop and pg_stop_backup(),
+/// and apart from that grant the database has what a fresh install has.
 #[test]
-fn update_from_1_0_during_a_backup_matches_a_fresh_install() {
+fn update_from_1_0_and_1_1_during_a_backup_matches_a_fresh_install() {
     let c = Cluster::with_extension(&[]);
     let mut admin = c.connect();
-    admin.batch_execute("CREATE DATABASE old").unwrap();
     admin
         .batch_execute(
             "CREATE ROLE backup_op LOGIN;
@@ -354,56 +361,79 @@ fn update_from_1_0_during_a_backup_matches_a_fresh_install() {
         )
         .unwrap();
     let fresh = objects(&mut admin);
-    let version: String = admin
-        .query_one(
+    let version = |c: &mut Client| -> String {
+        c.query_one(
             "SELECT extversion FROM pg_extension WHERE extname = 'pg_exclusive_backup'",
             &[],
         )
         .unwrap()
-        .get(0);
-    assert_eq!(version, "1.1", "CREATE EXTENSION installs 1.1");
+        .get(0)
+    };
+    assert_eq!(version(&mut admin), "1.2", "CREATE EXTENSION installs 1.2");
 
-    let mut old = c.connect_as("postgres", "old");
-    old.batch_execute(
-        "CREATE EXTENSION pg_exclusive_backup VERSION '1.0';
-         GRANT EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean) TO backup_op",
-    )
-    .unwrap();
-    let mut op = c.connect_as("backup_op", "old");
-    let start = start_backup(&mut op, "across the update");
-    // A second session updates while the backup runs.
-    let mut updater = c.connect_as("postgres", "old");
-    updater
-        .batch_execute("ALTER EXTENSION pg_exclusive_backup UPDATE")
+    for from in ["1.0", "1.1"] {
+        let db = format!("old_{}", from.replace('.', "_"));
+        admin.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+        let mut old = c.connect_as("postgres", &db);
+        old.batch_execute(&format!(
+            "CREATE EXTENSION pg_exclusive_backup VERSION '{from}';
+             GRANT EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean) TO backup_op"
+        ))
         .unwrap();
-    let version: String = updater
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_exclusive_backup'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(version, "1.1");
-    let mut watcher = c.connect_as("watcher", "old");
-    let st = status(&mut watcher);
-    assert_eq!(col(&st, "in_progress"), Some("true"));
-    assert_eq!(col(&st, "label"), Some("across the update"));
-    assert_eq!(col(&st, "start_lsn").map(parse_lsn), Some(start));
-    assert_eq!(col(&st, "started_by"), Some("backup_op"));
-    // The grant made under 1.0 still works, in the same session.
-    let stop = stop_backup(&mut op, false);
-    let st = status(&mut watcher);
-    assert_eq!(last(&st), (Some("across the update"), Some("stopped")));
-    assert_eq!(col(&st, "last_stop_lsn").map(parse_lsn), Some(stop));
-    assert_eq!(col(&st, "last_stopped_by"), Some("backup_op"));
+        let stop_oid: u32 = old
+            .query_one("SELECT 'pg_stop_backup(boolean)'::regprocedure::oid", &[])
+            .unwrap()
+            .get(0);
+        let mut op = c.connect_as("backup_op", &db);
+        let start = start_backup(&mut op, &format!("across the update from {from}"));
+        // A second session updates while the backup runs.
+        let mut updater = c.connect_as("postgres", &db);
+        updater
+            .batch_execute("ALTER EXTENSION pg_exclusive_backup UPDATE")
+            .unwrap();
+        assert_eq!(version(&mut updater), "1.2");
+        let mut watcher = c.connect_as("watcher", &db);
+        let st = status(&mut watcher);
+        assert_eq!(col(&st, "in_progress"), Some("true"));
+        assert_eq!(col(&st, "start_lsn").map(parse_lsn), Some(start));
+        assert_eq!(col(&st, "started_by"), Some("backup_op"));
+        // The grant made under the old version still works, in the same
+        // session, for the one-argument stop (the same function, changed in
+        // place) and for pg_stop_backup(), which it used to cover.
+        let same_oid: u32 = updater
+            .query_one("SELECT 'pg_stop_backup(boolean)'::regprocedure::oid", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(same_oid, stop_oid);
+        let row = op
+            .query_one("SELECT lsn, labelfile, spcmapfile FROM pg_stop_backup(false)", &[])
+            .unwrap();
+        let stop = lsn(row.get(0));
+        assert_eq!(
+            (row.get::<_, Option<String>>(1), row.get::<_, Option<String>>(2)),
+            (None, None)
+        );
+        let st = status(&mut watcher);
+        assert_eq!(
+            last(&st),
+            (Some(format!("across the update from {from}").as_str()), Some("stopped"))
+        );
+        assert_eq!(col(&st, "last_stop_lsn").map(parse_lsn), Some(stop));
+        assert_eq!(col(&st, "last_stopped_by"), Some("backup_op"));
+        start_backup(&mut op, "stopped by pg_stop_backup()");
+        let bare: PgLsn = op.query_one("SELECT pg_stop_backup()", &[]).unwrap().get(0);
+        assert!(lsn(bare) > stop);
 
-    // Apart from that grant, the updated database has what a fresh 1.1 has.
-    updater
-        .batch_execute(
-            "REVOKE EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean) FROM backup_op",
-        )
-        .unwrap();
-    assert_eq!(objects(&mut updater), fresh);
+        // Apart from that grant, the updated database has what a fresh
+        // install has.
+        updater
+            .batch_execute(
+                "REVOKE EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean), pg_stop_backup()
+                   FROM backup_op",
+            )
+            .unwrap();
+        assert_eq!(objects(&mut updater), fresh, "updated from {from}");
+    }
     c.assert_log_clean();
 }
 

@@ -103,7 +103,9 @@ fn storm_of_starts_stops_cancels_and_monitors() {
                     if s.batch_execute(&format!("SET statement_timeout = {timeout}")).is_err() {
                         count(&tally, "set: cancelled".into());
                     }
-                    let r = s.query_one("SELECT pg_stop_backup(false)", &[]).map(|r| lsn(r.get(0)));
+                    let r = s
+                        .query_one("SELECT lsn FROM pg_stop_backup(false)", &[])
+                        .map(|r| lsn(r.get(0)));
                     count(&tally, format!("stop: {}", outcome(r)));
                     thread::sleep(Duration::from_millis(rng.next(30)));
                 }

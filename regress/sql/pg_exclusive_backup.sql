@@ -56,12 +56,17 @@ SELECT pg_start_backup('again') IS NOT NULL AS started;
 SELECT pg_backup_stop();
 SELECT pg_backup_start('non-exclusive beside it', true) IS NOT NULL AS nonexclusive_started;
 -- The exclusive stop would reset this session's non-exclusive backup; refused.
-SELECT pg_stop_backup(false);
+SELECT pg_stop_backup();
+SELECT * FROM pg_stop_backup(true);
+-- pg_stop_backup(false) is PostgreSQL 14's stop of this session's
+-- non-exclusive backup: it returns that backup's label.
 SELECT labelfile LIKE '%LABEL: non-exclusive beside it%' AS nonexclusive_label,
        spcmapfile = '' AS no_tablespaces
-  FROM pg_backup_stop(false);
+  FROM pg_stop_backup(false);
 SELECT pg_is_in_backup() AS exclusive_still_running;
-SELECT pg_stop_backup(false) IS NOT NULL AS stopped_without_waiting;
+-- With none running here, false means what it meant in version 1.0: the
+-- exclusive stop, without waiting for the archiver.
+SELECT lsn IS NOT NULL AS stopped_without_waiting, labelfile IS NULL AS no_label FROM pg_stop_backup(false);
 SELECT pg_backup_stop();
 
 -- Settings. Without preload mode, labels say pg_start_backup unless asked;
@@ -72,7 +77,7 @@ SET pg_exclusive_backup.label_method = streamed;
 SELECT pg_start_backup('streamed without preload', true) IS NOT NULL AS started;
 SELECT pg_read_file('backup_label') LIKE '%BACKUP METHOD: streamed%START EPOCH: %' AS streamed_label;
 SELECT pg_is_in_backup();
-SELECT pg_stop_backup(false) IS NOT NULL AS stopped;
+SELECT lsn IS NOT NULL AS stopped FROM pg_stop_backup(false);
 RESET pg_exclusive_backup.label_method;
 SET pg_exclusive_backup.label_method = 'somehow';
 -- Only the configuration file sets require_preload.

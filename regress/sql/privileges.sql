@@ -11,8 +11,17 @@ GRANT EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean
 SET ROLE regress_peb_user;
 SELECT pg_start_backup('granted', true) IS NOT NULL AS started;
 SELECT pg_is_in_backup();
-SELECT pg_stop_backup(false) IS NOT NULL AS stopped;
+SELECT lsn IS NOT NULL AS stopped FROM pg_stop_backup(false);
+-- pg_stop_backup() is a function of its own, as in PostgreSQL 14, with
+-- its own grant.
+SELECT pg_start_backup('granted', true) IS NOT NULL AS started;
+SELECT pg_stop_backup();
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION pg_stop_backup() TO regress_peb_user;
+SET ROLE regress_peb_user;
+SELECT pg_stop_backup() IS NOT NULL AS stopped;
 RESET ROLE;
 
-REVOKE EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean) FROM regress_peb_user;
+REVOKE EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean), pg_stop_backup()
+  FROM regress_peb_user;
 DROP ROLE regress_peb_user;

@@ -7,9 +7,10 @@ SELECT oid::regprocedure AS function, pg_get_function_result(oid) AS returns, pr
  WHERE proname IN ('pg_start_backup', 'pg_stop_backup')
  ORDER BY oid::regprocedure::text;
 
--- Exclusive backups.
+-- Exclusive backups, in a session without a non-exclusive backup.
 SELECT pg_start_backup('sig 1') IS NOT NULL AS started;
-SELECT pg_stop_backup() IS NOT NULL AS stopped;
+-- pg_stop_backup() returns the bare LSN, as in 14 and in version 1.0.
+SELECT pg_typeof(pg_stop_backup()) AS returns;
 SELECT pg_start_backup('sig 2', true) IS NOT NULL AS started;
 -- In the target list, as 14's callers wrote it: (lsn,,).
 SELECT pg_stop_backup(true, false)::text ~ '^\([0-9A-F]+/[0-9A-F]+,,\)$' AS stopped;
@@ -22,22 +23,36 @@ SELECT lsn IS NOT NULL AS stopped FROM pg_stop_backup(wait_for_archive => false,
 SELECT pg_start_backup(label => 'sig 6', fast => true, exclusive => true) IS NOT NULL AS started;
 SELECT lsn IS NOT NULL AS stopped FROM pg_stop_backup(true, wait_for_archive => false);
 SELECT pg_start_backup('sig 7', fast => true) IS NOT NULL AS started;
-SELECT pg_stop_backup(wait_for_archive => false) IS NOT NULL AS stopped;
+-- The one-argument stop: without a non-exclusive backup in this session,
+-- its argument says whether to wait for the archiver, as in version 1.0,
+-- whose parameter name it keeps; the row is 14's (lsn,,).
+SELECT pg_stop_backup(wait_for_archive => false)::text ~ '^\([0-9A-F]+/[0-9A-F]+,,\)$' AS stopped;
 SELECT pg_start_backup(exclusive => true, fast => false, label => 'sig 8') IS NOT NULL AS started;
--- Here pg_stop_backup(boolean) is wait_for_archive, as in version 1.0 of
--- this extension; in 14 it was "exclusive". It stops the exclusive backup.
-SELECT pg_stop_backup(false) IS NOT NULL AS stopped;
+SELECT lsn IS NOT NULL AS stopped, labelfile, spcmapfile FROM pg_stop_backup(false);
+SELECT pg_start_backup('sig 8a', true) IS NOT NULL AS started;
+SELECT lsn IS NOT NULL AS stopped, labelfile, spcmapfile FROM pg_stop_backup(true);
+SELECT pg_start_backup('sig 8b', true) IS NOT NULL AS started;
+SELECT (pg_stop_backup(wait_for_archive => true)).lsn IS NOT NULL AS stopped;
 SELECT last_label, last_outcome FROM pg_exclusive_backup_status;
 
 -- Non-exclusive backups of this session, through the server's functions.
 SELECT pg_start_backup('sig 9', true, false) IS NOT NULL AS started;
 SELECT pg_is_in_backup() AS exclusive_running;
--- 14's pg_stop_backup(false) meant a non-exclusive stop: here it refuses
--- rather than stop an exclusive backup of someone else.
-SELECT pg_stop_backup(false);
+-- Here pg_stop_backup(false) is 14's non-exclusive stop, waiting for the
+-- archiver: what pitrery and safe-backup select from it.
 SELECT lsn IS NOT NULL AS got_lsn, labelfile ~ 'LABEL: sig 9' AS labelfile_names_it, spcmapfile
-  FROM pg_stop_backup(false, false);
-SELECT pg_start_backup(label => 'sig 10', fast => true, exclusive => false) IS NOT NULL AS started;
+  FROM pg_stop_backup(false);
+SELECT pg_start_backup('sig 9a', true, false) IS NOT NULL AS started;
+SELECT labelfile ~ 'LABEL: sig 9a' AS labelfile_names_it FROM pg_stop_backup(wait_for_archive => false);
+-- The exclusive stop would reset this session's backup: refused, in every
+-- form, and the backup still runs.
+SELECT pg_backup_start('sig 9b', true) IS NOT NULL AS started;
+SELECT pg_stop_backup();
+SELECT * FROM pg_stop_backup(true);
+SELECT * FROM pg_stop_backup(wait_for_archive => true);
+SELECT * FROM pg_stop_backup(true, true);
+SELECT labelfile ~ 'LABEL: sig 9b' AS labelfile_names_it FROM pg_stop_backup(false, false);
+SELECT pg_start_backup('sig 10', fast => true, exclusive => false) IS NOT NULL AS started;
 SELECT labelfile ~ 'LABEL: sig 10' AS labelfile_names_it
   FROM pg_stop_backup(exclusive => false, wait_for_archive => false);
 SELECT pg_start_backup('sig 11', true, exclusive => false) IS NOT NULL AS started;
@@ -48,10 +63,13 @@ SELECT * FROM pg_stop_backup(false, false);
 -- NULLs: strict, as in 14.
 SELECT pg_start_backup(NULL, true, true) IS NULL AS null_result;
 SELECT count(*) AS no_rows FROM pg_stop_backup(NULL, true);
+SELECT count(*) AS no_rows FROM pg_stop_backup(NULL);
 
 -- 14 accepted these through its defaults, which here would make the calls
 -- above ambiguous: they name the function that does not exist. (Terse:
--- the DETAIL and HINT differ between majors.)
+-- the DETAIL and HINT differ between majors.) 14's one-argument stop
+-- called by its name for the argument is one of them: the one-argument
+-- stop keeps version 1.0's name, wait_for_archive.
 \set VERBOSITY terse
 SELECT pg_start_backup(label => 'sig x', exclusive => false);
 SELECT pg_start_backup('sig x', exclusive => true);
@@ -71,6 +89,13 @@ SELECT pg_start_backup('sig 13', true, false) IS NOT NULL AS started;
 SELECT lsn IS NOT NULL AS stopped FROM pg_stop_backup(false, false);
 -- The 1.0 forms still need their own grant.
 SELECT pg_start_backup('sig 14', true);
+SELECT * FROM pg_stop_backup(false);
+RESET ROLE;
+-- With the one-argument stop granted too, pitrery's sequence runs.
+GRANT EXECUTE ON FUNCTION pg_stop_backup(boolean) TO regress_peb_fourteen;
+SET ROLE regress_peb_fourteen;
+SELECT pg_start_backup('sig 15', true, false) IS NOT NULL AS started;
+SELECT labelfile ~ 'LABEL: sig 15' AS labelfile_names_it, spcmapfile FROM pg_stop_backup(false);
 RESET ROLE;
 DROP OWNED BY regress_peb_fourteen;
 DROP ROLE regress_peb_fourteen;

@@ -50,7 +50,7 @@ SET ROLE regress_peb_watcher;
 SELECT in_progress, label, started_by FROM pg_exclusive_backup_status;
 RESET ROLE;
 
-SELECT pg_stop_backup(false) AS stop_lsn \gset
+SELECT lsn AS stop_lsn FROM pg_stop_backup(false) \gset
 SELECT in_progress, label, start_lsn, duration, started_by, label_method,
        last_label, last_stop_lsn = :'stop_lsn' AS last_stop_lsn_matches,
        last_end_time BETWEEN now() - interval '1 minute' AND clock_timestamp() AS ended_just_now,
@@ -61,7 +61,7 @@ SELECT in_progress, label, start_lsn, duration, started_by, label_method,
 -- The next backup keeps the last one's history until it ends itself.
 SELECT pg_start_backup(E'status: \\ weekly', false) IS NOT NULL AS started;
 SELECT in_progress, label, fast, last_label, last_outcome FROM pg_exclusive_backup_status;
-SELECT pg_stop_backup(false) IS NOT NULL AS stopped;
+SELECT lsn IS NOT NULL AS stopped FROM pg_stop_backup(false);
 SELECT in_progress, last_label, last_outcome FROM pg_exclusive_backup_status;
 
 -- The metrics query the README gives to exporters.

@@ -43,6 +43,34 @@ pub fn text_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<Vec<u8>> {
 }
 
 /// The boolean argument `n` of a STRICT function.
+/// How many arguments the SQL declaration passes.
+pub fn nargs(fcinfo: FunctionCallInfo) -> usize {
+    // SAFETY: the server passes a valid call frame.
+    usize::try_from(unsafe { (*fcinfo).nargs }).unwrap_or(0)
+}
+
+/// Sets up the one row of PostgreSQL 14's record-returning stops; called
+/// before anything is stopped, so that a call where no set can be returned
+/// fails first.
+pub fn prepare_stop_row(fcinfo: FunctionCallInfo) -> Result<()> {
+    // SAFETY: the call frame of the running SQL function; the closure owns
+    // nothing.
+    unsafe { guarded(move || pg::peb_prepare_stop_row(fcinfo)) }
+}
+
+/// The row of an exclusive stop: its LSN, no label, no map.
+pub fn return_exclusive_stop(fcinfo: FunctionCallInfo, lsn: Lsn) -> Result<()> {
+    // SAFETY: as above, after prepare_stop_row.
+    unsafe { guarded(move || pg::peb_return_exclusive_stop(fcinfo, lsn)) }
+}
+
+/// Stops this session's non-exclusive backup with the server's
+/// pg_backup_stop(wait_for_archive) and returns its row.
+pub fn return_session_stop(fcinfo: FunctionCallInfo, wait_for_archive: bool) -> Result<()> {
+    // SAFETY: as above, after prepare_stop_row.
+    unsafe { guarded(move || pg::peb_return_session_stop(fcinfo, wait_for_archive)) }
+}
+
 pub fn bool_arg(fcinfo: FunctionCallInfo, n: usize) -> bool {
     // SAFETY: the SQL declaration guarantees argument `n` exists.
     unsafe { (*fcinfo).args.as_slice(n + 1)[n].value != 0 }

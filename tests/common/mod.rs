@@ -798,7 +798,7 @@ pub fn start_backup_with(c: &mut Client, label: &str, fast: bool) -> u64 {
 #[track_caller]
 pub fn stop_backup(c: &mut Client, wait_for_archive: bool) -> u64 {
     let row = c
-        .query_one("SELECT pg_stop_backup($1)", &[&wait_for_archive])
+        .query_one("SELECT lsn FROM pg_stop_backup($1)", &[&wait_for_archive])
         .unwrap_or_else(|e| panic!("pg_stop_backup({wait_for_archive}): {e:?}"));
     lsn(row.get(0))
 }
