@@ -56,6 +56,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/shim.c");
     println!("cargo:rerun-if-changed=csrc/shim.h");
     println!("cargo:rerun-if-changed=csrc/bindings.h");
+    println!("cargo:rerun-if-changed=src/lib.rs");
     for major in FIRST_MAJOR..=LAST_MAJOR {
         println!("cargo::rustc-check-cfg=cfg(pg{major})");
     }
@@ -217,7 +218,76 @@ fn test_hooks() -> bool {
     env::var_os("CARGO_FEATURE_TEST_HOOKS").is_some()
 }
 
+/// The C types of the Rust types that cross to C in the functions the shim
+/// calls back.
+fn c_type(rust: &str) -> Option<&'static str> {
+    Some(match rust {
+        "usize" => "Size",
+        "bool" => "bool",
+        "i32" => "int32",
+        "u32" => "uint32",
+        "Datum" => "Datum",
+        "*mut c_void" => "void *",
+        "*mut c_char" => "char *",
+        "*const c_char" => "const char *",
+        _ => return None,
+    })
+}
+
+/// Writes `peb_exports.h`: the C declaration of every function src/lib.rs
+/// defines as `pub extern "C" fn peb_...` in so many words, from its Rust
+/// signature, so that the shim cannot call one with other types than Rust
+/// defines it with (its calls are compiled against these declarations).
+fn write_exports_header(out_dir: &Path) {
+    let lib = fs::read_to_string("src/lib.rs").unwrap_or_else(|e| fail(&format!("cannot read src/lib.rs: {e}")));
+    let mut header = String::from(
+        "/* Written by build.rs from src/lib.rs: the Rust functions the shim calls. */\n\
+         #ifndef PEB_EXPORTS_H\n#define PEB_EXPORTS_H\n\n",
+    );
+    let mut rest = lib.as_str();
+    while let Some(at) = rest.find("pub extern \"C\" fn peb_") {
+        rest = &rest[at + "pub extern \"C\" fn ".len()..];
+        let open = rest
+            .find('(')
+            .unwrap_or_else(|| fail("src/lib.rs: an export without arguments"));
+        let name = &rest[..open];
+        let close = rest
+            .find(')')
+            .unwrap_or_else(|| fail("src/lib.rs: an export without ')'"));
+        let args = &rest[open + 1..close];
+        let after = &rest[close + 1..];
+        let ret = after[..after.find('{').unwrap_or(0)].trim();
+        let ret = match ret.strip_prefix("->") {
+            None => "void",
+            Some(t) => c_type(t.trim()).unwrap_or_else(|| fail(&format!("{name}: no C type for {t}"))),
+        };
+        let params: Vec<String> = args
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                let (arg, ty) = a
+                    .split_once(':')
+                    .unwrap_or_else(|| fail(&format!("{name}: argument {a}")));
+                let c = c_type(ty.trim()).unwrap_or_else(|| fail(&format!("{name}: no C type for {ty}")));
+                format!("{c} {}", arg.trim())
+            })
+            .collect();
+        let params = if params.is_empty() {
+            "void".to_string()
+        } else {
+            params.join(", ")
+        };
+        header.push_str(&format!("extern {ret} {name}({params});\n"));
+    }
+    header.push_str("\n#endif\n");
+    fs::write(out_dir.join("peb_exports.h"), header)
+        .unwrap_or_else(|e| fail(&format!("cannot write peb_exports.h: {e}")));
+}
+
 fn compile_shim(server_inc: &Path) {
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    write_exports_header(&out_dir);
     let mut build = cc::Build::new();
     if test_hooks() {
         build.define("PEB_TEST_HOOKS", None);
@@ -226,6 +296,7 @@ fn compile_shim(server_inc: &Path) {
         .file("csrc/shim.c")
         .include(server_inc)
         .include("csrc")
+        .include(&out_dir)
         .warnings(true)
         // PostgreSQL's own headers trip these under -Wextra.
         .flag_if_supported("-Wno-unused-parameter")

@@ -459,11 +459,12 @@ peb_creating_extension(void)
 	return creating_extension;
 }
 
-/* In src/postmaster.rs; not in shim.h, so that bindgen leaves them alone. */
-extern Size peb_shared_size(void);
-extern void peb_shared_attached(void *shared, bool found);
-extern bool peb_postmaster_starting(char *message, char *detail, char *hint, Size len);
-extern void peb_postmaster_exiting(void);
+/*
+ * The Rust functions called back below, declared from their Rust
+ * signatures by build.rs (not in shim.h, so that bindgen leaves them
+ * alone).
+ */
+#include "peb_exports.h"
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;

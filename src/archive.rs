@@ -8,11 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bindings as pg;
-use crate::boundary::guarded;
 use crate::error::Result;
 use crate::hooks;
 use crate::label::Lsn;
+use crate::server::{self, archive::Said};
 
 const FIRST_LOOK: Duration = Duration::from_millis(1);
 const LAST_LOOK: Duration = Duration::from_millis(100);
@@ -21,39 +20,15 @@ const LAST_LOOK: Duration = Duration::from_millis(100);
 const NOTICE_AFTER_S: u64 = 5;
 const FIRST_WARNING_S: u64 = 60;
 
-const WAITING: i32 = 0;
-const STILL_WAITING: i32 = 1;
-const ARCHIVED: i32 = 2;
-const NOT_ENABLED: i32 = 3;
-
-fn report(what: i32, seconds: u64) -> Result<()> {
-    let seconds = seconds.min(i32::MAX as u64) as i32;
-    // SAFETY: plain shim call; the closure owns nothing.
-    unsafe { guarded(move || pg::peb_report_archive_wait(what, seconds)) }
-}
-
-fn busy(file: &[std::ffi::c_char; 64]) -> Result<bool> {
-    let ptr = file.as_ptr();
-    // SAFETY: a NUL-terminated name that outlives the call; the closure
-    // owns nothing.
-    unsafe { guarded(move || pg::peb_archive_busy(ptr)) }
-}
-
 /// Waits until the archiver is done with the backup that started at
 /// `start` and stopped at `stop` on timeline `tli`, as the server's stop
 /// would; cancellable (the backup itself is already over then).
 pub fn wait_for_archive(start: Lsn, stop: Lsn, tli: u32) -> Result<()> {
-    // SAFETY: plain shim call; the closure owns nothing.
-    if !unsafe { guarded(|| pg::peb_archiving_active()) }? {
-        return report(NOT_ENABLED, 0);
+    use server::archive::{busy, files_to_wait_for, nap, say};
+    if !server::archive::archiving_active()? {
+        return say(Said::NotEnabled);
     }
-    let mut last_wal = [0 as std::ffi::c_char; 64];
-    let mut history = [0 as std::ffi::c_char; 64];
-    let (last_ptr, history_ptr) = (last_wal.as_mut_ptr(), history.as_mut_ptr());
-    // SAFETY: both buffers are MAXFNAMELEN (64) bytes and outlive the call;
-    // the closure owns nothing.
-    unsafe { guarded(move || pg::peb_backup_wait_files(start, stop, tli, last_ptr, history_ptr)) }?;
-
+    let (last_wal, history) = files_to_wait_for(start, stop, tli)?;
     // Test builds can make this clock run faster, to see the warnings
     // without waiting minutes for them.
     let scale = hooks::archive_clock_scale();
@@ -62,20 +37,18 @@ pub fn wait_for_archive(start: Lsn, stop: Lsn, tli: u32) -> Result<()> {
     let mut noticed = false;
     let mut next_warning = FIRST_WARNING_S;
     while busy(&last_wal)? || busy(&history)? {
-        crate::server::check_for_interrupts()?;
+        server::check_for_interrupts()?;
         let waited = began.elapsed().as_secs_f64() * scale;
         if !noticed && waited > NOTICE_AFTER_S as f64 {
-            report(WAITING, 0)?;
+            say(Said::Waiting)?;
             noticed = true;
         }
         if waited >= next_warning as f64 {
-            report(STILL_WAITING, next_warning)?;
+            say(Said::StillWaiting { seconds: next_warning })?;
             next_warning = next_warning.saturating_mul(2);
         }
-        let ms = look.as_millis() as i64;
-        // SAFETY: plain shim call; the closure owns nothing.
-        unsafe { guarded(move || pg::peb_wait_for_archiver(ms)) }?;
+        nap(look.as_millis() as i64)?;
         look = (look * 2).min(LAST_LOOK);
     }
-    report(ARCHIVED, 0)
+    say(Said::Archived)
 }

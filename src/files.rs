@@ -26,6 +26,39 @@ pub const BACKUP_LABEL_OLD: &str = "backup_label.old";
 /// tablespace_map along with backup_label.
 pub const TABLESPACE_MAP_OLD: &str = "tablespace_map.old";
 
+/// The identity of a file, as far as telling it from a copy goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+    /// Birth time (seconds, nanoseconds), when the file system records it.
+    pub birth: Option<(i64, u32)>,
+}
+
+/// The identity of no file, for a record whose label's file is gone.
+pub const NO_FILE: FileId = FileId {
+    dev: 0,
+    ino: 0,
+    birth: None,
+};
+
+impl FileId {
+    /// Whether `self` and `other` are one file: `None` when only birth
+    /// times could tell and one of them is unknown. The device number is
+    /// left out: it can change across a reboot (device-mapper, NVMe
+    /// enumeration), and a block-level image keeps inode numbers and birth
+    /// times on another device.
+    pub fn same_file(self, other: FileId) -> Option<bool> {
+        if self.ino != other.ino {
+            return Some(false);
+        }
+        match (self.birth, other.birth) {
+            (Some(a), Some(b)) => Some(a == b),
+            _ => None,
+        }
+    }
+}
+
 /// Backends and background workers run with the data directory as their
 /// working directory.
 pub fn data_dir() -> &'static Path {
@@ -141,36 +174,12 @@ pub fn regular_or_absent(dir: &Path, name: &str) -> Result<Option<fs::Metadata>>
 /// that a script's `flock $PGDATA ...` cannot block us.
 pub const LOCK_FILE: &str = "pg_exclusive_backup.lock";
 
-/// An exclusive flock(2) on [`LOCK_FILE`], held while backup_label and
-/// tablespace_map change together (a start putting both in place, a stop
-/// taking both away), so that no other start or stop sees one changed
-/// without the other. Holders only read the label, rename, link, remove
-/// and fsync while they hold it; the kernel drops it when the holder
-/// exits, however it exits.
+/// An exclusive flock(2) on [`LOCK_FILE`], dropped when this is dropped,
+/// and by the kernel when the holder exits, however it exits. disk.rs owns
+/// it: see its `Lock`.
 pub struct DirLock(File);
 
 impl DirLock {
-    /// Takes the lock, calling `between` (which waits a moment and may
-    /// return an error, e.g. for a cancel) while another holder has it, for
-    /// at most `limit`.
-    pub fn acquire(dir: &Path, limit: std::time::Duration, between: &mut dyn FnMut() -> Result<()>) -> Result<DirLock> {
-        let began = std::time::Instant::now();
-        loop {
-            if let Some(lock) = DirLock::try_acquire(dir)? {
-                return Ok(lock);
-            }
-            if began.elapsed() > limit {
-                return Err(Error::new(
-                    crate::error::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    format!("could not lock \"{LOCK_FILE}\" within {} seconds", limit.as_secs()),
-                )
-                .detail("Another pg_start_backup or pg_stop_backup held it all that time.")
-                .hint("Try again; if it persists, look for a process holding the file open."));
-            }
-            between()?;
-        }
-    }
-
     /// Takes the lock if nobody holds it.
     pub fn try_acquire(dir: &Path) -> Result<Option<DirLock>> {
         use std::os::unix::io::AsRawFd;
@@ -284,7 +293,7 @@ impl Prepared {
 
     /// The identity the file will have once it is in place: a link keeps
     /// the inode and its birth time.
-    pub fn file_id(&self) -> Result<crate::state::FileId> {
+    pub fn file_id(&self) -> Result<FileId> {
         file_id(&self.tmp).map_err(|e| Error::file("stat", &self.tmp.display().to_string(), &e))
     }
 
@@ -422,7 +431,7 @@ pub fn examine(dir: &Path, name: &str, limit: usize) -> Entry {
 
 /// The inode identity of `path` itself (a symlink is not followed),
 /// with its birth time when the file system records one.
-pub fn file_id(path: &Path) -> io::Result<crate::state::FileId> {
+pub fn file_id(path: &Path) -> io::Result<FileId> {
     use std::os::unix::ffi::OsStrExt;
     let c =
         std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -443,7 +452,7 @@ pub fn file_id(path: &Path) -> io::Result<crate::state::FileId> {
         return Err(io::Error::last_os_error());
     }
     let birth = (stx.stx_mask & libc::STATX_BTIME != 0).then_some((stx.stx_btime.tv_sec, stx.stx_btime.tv_nsec));
-    Ok(crate::state::FileId {
+    Ok(FileId {
         dev: libc::makedev(stx.stx_dev_major, stx.stx_dev_minor),
         ino: stx.stx_ino,
         birth,
@@ -468,6 +477,30 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    const ID: FileId = FileId {
+        dev: 2049,
+        ino: 131_075,
+        birth: Some((1_795_575_906, 123_456_789)),
+    };
+
+    #[test]
+    fn files_are_the_same_only_when_it_is_certain() {
+        assert_eq!(ID.same_file(ID), Some(true));
+        assert_eq!(ID.same_file(FileId { dev: 1, ..ID }), Some(true));
+        assert_eq!(ID.same_file(FileId { ino: 9, ..ID }), Some(false));
+        assert_eq!(
+            ID.same_file(FileId {
+                birth: Some((1, 2)),
+                ..ID
+            }),
+            Some(false)
+        );
+        let unknown = FileId { birth: None, ..ID };
+        assert_eq!(ID.same_file(unknown), None);
+        assert_eq!(unknown.same_file(unknown), None);
+        assert_eq!(unknown.same_file(FileId { ino: 9, ..unknown }), Some(false));
     }
 
     #[test]

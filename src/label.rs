@@ -163,26 +163,6 @@ pub fn exclusive_label_from_server(
     Ok((out, parsed))
 }
 
-/// The START TIME of a label the server built (any backup method).
-#[cfg_attr(pg16_plus, allow(dead_code))] // only the 15 API needs it
-pub fn server_start_time(text: &[u8]) -> Option<StartTime> {
-    text.split(|&b| b == b'\n')
-        .find_map(|l| l.strip_prefix(b"START TIME: "))
-        .and_then(|v| parse_start_time(v).ok())
-}
-
-/// The label as the server wrote it and reads it back: our own trailing
-/// line left out (for PostgreSQL 15's stop, which copies the text into the
-/// backup history file).
-#[cfg_attr(pg16_plus, allow(dead_code))] // only the 15 API needs it
-pub fn server_lines(content: &[u8]) -> &[u8] {
-    let key = format!("\n{START_EPOCH_KEY}: ");
-    match find(content, key.as_bytes()) {
-        Some(at) => &content[..at + 1],
-        None => content,
-    }
-}
-
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -430,7 +410,7 @@ fn parse_decimal_u32(v: &[u8]) -> Option<u32> {
 }
 
 /// "2026-11-25 03:05:06 UTC"
-fn parse_start_time(v: &[u8]) -> Result<StartTime, String> {
+pub fn parse_start_time(v: &[u8]) -> Result<StartTime, String> {
     let bad = || format!("\"{}\" is not a start time.", String::from_utf8_lossy(v));
     let text = std::str::from_utf8(v).map_err(|_| bad())?;
     let mut parts = text.splitn(3, ' ');
@@ -553,10 +533,6 @@ START TIMELINE: 1\n";
         assert_eq!(label.start_epoch, Some(EPOCH));
         assert_eq!(label.start_time.local_seconds(), EPOCH);
         assert_eq!(label.start_time.to_string(), "2026-11-25 03:05:06 UTC");
-        assert_eq!(
-            server_lines(&text),
-            SERVER_TEXT.replace("streamed", "pg_start_backup").as_bytes()
-        );
     }
 
     #[test]
@@ -587,7 +563,6 @@ START TIMELINE: 1\n";
         let text = SERVER_TEXT.replace("streamed", "pg_start_backup");
         let label = parse(text.as_bytes()).unwrap();
         assert_eq!(label.start_epoch, None);
-        assert_eq!(server_lines(text.as_bytes()), text.as_bytes());
     }
 
     #[test]
@@ -684,8 +659,6 @@ START TIMELINE: 1\n";
         assert_eq!(text, format!("{SERVER_TEXT}START EPOCH: {EPOCH}\n").into_bytes());
         assert_eq!(label.method, Method::Streamed);
         assert_eq!(parse(&ours()).unwrap().method, Method::Exclusive);
-        // What the server reads back is exactly what it wrote.
-        assert_eq!(server_lines(&text), SERVER_TEXT.as_bytes());
     }
 
     #[test]

@@ -1,54 +1,42 @@
 //! pg_exclusive_backup: the exclusive low-level backup API
 //! (pg_start_backup / pg_stop_backup) for PostgreSQL 15 and later.
 //!
-//! Module map:
-//! - `label`: the backup_label format (pure Rust, unit-tested)
-//! - `files`: durable, race-free file handling (pure Rust, unit-tested)
-//! - `state`: the record of the published label and what became of the
-//!   backup it names (pure Rust, unit-tested)
-//! - `verdict`: the postmaster's verdict on a label it finds, and the words
-//!   of its refusals (pure Rust, unit-tested)
-//! - `error`: errors with their SQLSTATEs
-//! - `boundary`: the longjmp/panic boundary between Rust and the server
-//! - `server`: safe wrappers over the server calls, one module per backup
-//!   API generation (`server/pg15.rs`, `server/pg16.rs`)
-//! - `sql`: what each SQL function does
-//! - `status`: pg_exclusive_backup_status()
-//! - `archive`: pg_stop_backup's wait for the archiver
-//! - `start`: the start protocol, both the caller's and the background
-//!   worker's side
-//! - `postmaster`: preload mode (the postmaster's handling of backup_label
-//!   at start, crash restart and exit; shared memory; the settings)
-//! - `hooks`: delay points for race tests (empty unless built with the
-//!   `test-hooks` feature)
-//!
-//! This file holds only what the server's loader looks up by name: the
-//! magic block and one `pg_finfo_*` record plus entry point per function.
+//! This file holds only what the server reaches by name: the magic block,
+//! one `pg_finfo_*` record and entry point per SQL function, `_PG_init`,
+//! the start worker's main function, and the functions the C shim calls
+//! back (build.rs writes their C declarations from this file). Every one
+//! of them runs its body through the boundary (server/boundary.rs).
+//! docs/architecture.md maps the modules.
 #![deny(unsafe_op_in_unsafe_fn)]
 // The unit-test build leaves out the server-facing modules, and with them
 // the callers of some items of the pure ones.
 #![cfg_attr(test, allow(dead_code))]
 
+mod disk;
 mod error;
 mod files;
+mod hooks;
 mod label;
-mod state;
+mod record;
+mod shared;
 mod verdict;
 
-// The modules below refer to server symbols, which only the server process
+// PostgreSQL 15's label helpers are pure; built for their unit tests here
+// (the server build reaches them through server/backup15.rs).
+#[cfg(test)]
+#[path = "server/label15.rs"]
+mod label15;
+
+// The modules below call the server, which only the server process
 // provides; the unit-test binary is built without them.
 #[cfg(not(test))]
 mod archive;
 #[cfg(not(test))]
-mod bindings;
+mod mode;
 #[cfg(not(test))]
-mod boundary;
-#[cfg(not(test))]
-mod hooks;
+mod monitor;
 #[cfg(not(test))]
 mod postmaster;
-#[cfg(all(not(test), feature = "test-hooks"))]
-mod probes;
 #[cfg(not(test))]
 mod server;
 #[cfg(not(test))]
@@ -57,24 +45,27 @@ mod sql;
 mod start;
 #[cfg(not(test))]
 mod status;
+#[cfg(not(test))]
+mod stop;
 
 #[cfg(not(test))]
 mod exports {
-    use crate::bindings::{Pg_finfo_record, Pg_magic_struct};
-    use crate::boundary::{entry, Datum, FunctionCallInfo};
+    use std::ffi::{c_char, c_void};
+
+    use crate::server::boundary::{callback, entry, init_entry};
+    use crate::server::{Datum, FunctionCallInfo, Pg_finfo_record, Pg_magic_struct};
     use crate::sql;
 
     #[no_mangle]
     pub extern "C" fn Pg_magic_func() -> *const Pg_magic_struct {
-        // SAFETY: returns a pointer to static data built by the C shim.
-        unsafe { crate::bindings::peb_magic_data() }
+        crate::server::magic()
     }
 
     /// Defines the settings and, from shared_preload_libraries, installs
-    /// preload mode's hooks (postmaster.rs).
+    /// preload mode's hooks (mode.rs).
     #[no_mangle]
     pub extern "C" fn _PG_init() {
-        crate::boundary::init_entry(crate::postmaster::init);
+        init_entry(crate::mode::init);
     }
 
     static FINFO_V1: Pg_finfo_record = Pg_finfo_record { api_version: 1 };
@@ -109,34 +100,113 @@ mod exports {
         sql::backup_start_time
     );
     sql_function!(peb_status, pg_finfo_peb_status, crate::status::status);
+
     /// The background worker that enters backup mode for pg_start_backup
-    /// (see start.rs); the postmaster looks it up by this name in the
+    /// (see start/); the postmaster looks it up by this name in the
     /// library file as it is now. The suffix is the version of the request
     /// layout: a backend still running an older library asks for another
     /// name, and its start fails cleanly instead of meeting a worker that
     /// reads its request at other offsets.
     #[no_mangle]
     pub extern "C" fn peb_start_backup_worker_2(main_arg: Datum) {
-        // worker_main reports its own errors and panics; this only keeps a
-        // panic in the reporting itself from unwinding into C.
-        let _ = std::panic::catch_unwind(|| crate::start::worker_main(main_arg));
+        // worker_main reports its own errors and panics.
+        callback(|| crate::start::worker_main(main_arg as u32), |_| ());
     }
 
     // Not part of the SQL script: the tests declare it by hand to prove that
     // a panic becomes an ERROR and the backend lives on.
     sql_function!(peb_test_panic, pg_finfo_peb_test_panic, sql::test_panic);
 
-    // Probes of the test build only (src/probes.rs).
+    // Probes of the test build only (server/probes.rs).
     #[cfg(feature = "test-hooks")]
     sql_function!(
         peb_test_holdoff_survives_error,
         pg_finfo_peb_test_holdoff_survives_error,
-        crate::probes::holdoff_survives_error
+        crate::server::probes::holdoff_survives_error
     );
     #[cfg(feature = "test-hooks")]
     sql_function!(
         peb_test_panic_in_guarded_call,
         pg_finfo_peb_test_panic_in_guarded_call,
-        crate::probes::panic_in_guarded_call
+        crate::server::probes::panic_in_guarded_call
     );
+
+    // Called back by the C shim's preload hooks (csrc/shim.c includes the
+    // declarations build.rs writes from what follows).
+
+    /// How much shared memory preload mode asks for.
+    #[no_mangle]
+    pub extern "C" fn peb_shared_size() -> usize {
+        crate::shared::size()
+    }
+
+    /// Hands over preload mode's shared memory (`found`: another process
+    /// initialised it already).
+    #[no_mangle]
+    pub extern "C" fn peb_shared_attached(shared: *mut c_void, found: bool) {
+        // SAFETY: ShmemInitStruct returned at least peb_shared_size()
+        // MAXALIGNed bytes, mapped for the life of the process, initialised
+        // by another process only when `found`.
+        callback(
+            || unsafe { crate::shared::attach(shared as *mut crate::shared::Shared, found) },
+            |_| (),
+        );
+    }
+
+    /// What the judgement before the startup process came to: `None`, go
+    /// on; else the FATAL to raise. By default (what a panic while
+    /// reporting a panic gives), refuse.
+    struct Judged(Option<crate::verdict::Texts>);
+
+    impl Default for Judged {
+        fn default() -> Judged {
+            Judged(Some(crate::verdict::Texts {
+                message: "pg_exclusive_backup failed while checking backup_label".into(),
+                detail: String::new(),
+                hint: String::new(),
+            }))
+        }
+    }
+
+    /// The judgement right before the startup process, in the postmaster
+    /// or a single-user backend. `false`: the caller raises FATAL with the
+    /// texts written into the three buffers of `len` bytes each.
+    #[no_mangle]
+    pub extern "C" fn peb_postmaster_starting(
+        message: *mut c_char,
+        detail: *mut c_char,
+        hint: *mut c_char,
+        len: usize,
+    ) -> bool {
+        let judged = callback(
+            || Judged(crate::postmaster::starting().err()),
+            |_| Judged(Some(crate::postmaster::refused(&crate::verdict::Refusal::Internal))),
+        );
+        let Some(t) = judged.0 else { return true };
+        copy_out(&t.message, message, len);
+        copy_out(&t.detail, detail, len);
+        copy_out(&t.hint, hint, len);
+        false
+    }
+
+    /// The postmaster's exit callback.
+    #[no_mangle]
+    pub extern "C" fn peb_postmaster_exiting() {
+        callback(crate::postmaster::exiting, |_| ());
+    }
+
+    fn copy_out(text: &str, buf: *mut c_char, len: usize) {
+        if buf.is_null() || len == 0 {
+            return;
+        }
+        let mut n = text.len().min(len - 1);
+        while !text.is_char_boundary(n) {
+            n -= 1;
+        }
+        // SAFETY: `buf` has room for `len` bytes, of which we write n + 1.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, n);
+            *buf.add(n) = 0;
+        }
+    }
 }

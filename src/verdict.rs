@@ -1,6 +1,7 @@
-//! The postmaster's verdict on the backup_label it finds right before the
-//! startup process runs (and at its exit), and the words of a refusal:
-//! pure Rust, no server.
+//! What the files say about a backup: the postmaster's verdict on the
+//! backup_label it finds right before the startup process runs (and at its
+//! exit), with the words of a refusal, and what became of a backup the
+//! state record says is running: pure Rust, no server.
 //!
 //! The questions come in this order, and the order is the point:
 //!
@@ -24,9 +25,10 @@
 //! to the startup process without a record that says whose it is; where
 //! nothing can tell, the start refuses.
 
+use crate::files::FileId;
 use crate::files::{BACKUP_LABEL, BACKUP_LABEL_OLD, LOCK_FILE, TABLESPACE_MAP, TABLESPACE_MAP_OLD};
 use crate::label::{self, BackupLabel, Kind};
-use crate::state::{FileId, Record, MAX_STATE_BYTES, STATE_FILE};
+use crate::record::{Fate, Record, UnixMicros, MAX_STATE_BYTES, STATE_FILE};
 
 /// The control file, relative to the data directory.
 pub const CONTROL_FILE: &str = "global/pg_control";
@@ -67,6 +69,67 @@ pub struct Found<'a> {
     /// At a first start, what puts part of the data directory on another
     /// file system (see state.rs), if anything.
     pub several_file_systems: Option<&'a str>,
+}
+
+/// What decides a running record's [`Fate`].
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// backup_label's content, when an exclusive backup is running.
+    pub running_label: Option<&'a [u8]>,
+    pub in_recovery: bool,
+    /// backup_label.old's content, when it was renamed (its ctime), and
+    /// its identity.
+    pub old_label: Option<(&'a [u8], Option<UnixMicros>, Option<FileId>)>,
+    /// The timeline the server writes WAL on (not in recovery).
+    pub timeline: Option<u32>,
+}
+
+pub fn fate(record: &Record, facts: &Facts) -> Fate {
+    if facts.running_label == Some(record.label.as_slice()) {
+        return Fate::Current;
+    }
+    if facts.in_recovery {
+        return Fate::Copy;
+    }
+    // A restored copy ends its recovery on a new timeline; the primary's
+    // own restart does not change it.
+    let started_on = label::parse(&record.label).ok().map(|l| l.start_timeline);
+    if started_on.is_some() && facts.timeline.is_some() && started_on != facts.timeline {
+        return Fate::Copy;
+    }
+    let Some((old, at, id)) = facts.old_label else {
+        return Fate::Vanished;
+    };
+    if old == record.label.as_slice() {
+        // A rename keeps the file: the same content in another file is a
+        // copy's label, renamed by the copy's own recovery.
+        let other_file = id.is_some_and(|id| id.same_file(record.label_file) == Some(false));
+        return if other_file {
+            Fate::Copy
+        } else {
+            Fate::RenamedByRestart { at }
+        };
+    }
+    // Another label. Renamed before the record's backup started, it is
+    // an old leftover (pg_basebackup's label of the standby this primary
+    // once was, say) and says nothing. An older backup of this server's
+    // leaves the record's backup to have vanished too. Renamed since, a
+    // label of pg_basebackup's, pg_rewind's or a later backup's means this
+    // is a copy that started from it.
+    let parsed = label::parse(&record.label).ok();
+    let started = parsed.as_ref().and_then(|r| r.start_epoch).map(|s| s * 1_000_000);
+    if matches!((at, started), (Some(at), Some(started)) if at < started) {
+        return Fate::Vanished;
+    }
+    let older = match (label::parse(old), parsed) {
+        (Ok(o), Some(r)) => o.start_lsn < r.start_lsn,
+        _ => false,
+    };
+    if older {
+        Fate::Vanished
+    } else {
+        Fate::Copy
+    }
 }
 
 /// What the postmaster does with what it found.
@@ -486,7 +549,7 @@ pub fn texts(refusal: &Refusal) -> Texts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Outcome;
+    use crate::record::Outcome;
 
     const LABEL: &str = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
 CHECKPOINT LOCATION: 0/2000060\n\
@@ -550,6 +613,147 @@ START EPOCH: 1795575906\n";
 
     fn published() -> BackupLabel {
         label::parse(LABEL.as_bytes()).unwrap()
+    }
+
+    fn facts<'a>() -> Facts<'a> {
+        Facts {
+            running_label: None,
+            in_recovery: false,
+            old_label: None,
+            timeline: Some(1),
+        }
+    }
+
+    #[test]
+    fn what_became_of_a_running_backup() {
+        let r = running(LIVE);
+        let label = LABEL.as_bytes();
+        let other = LABEL.replace("nightly", "weekly");
+        let f = |facts: Facts| fate(&r, &facts);
+        let base = facts();
+        assert_eq!(
+            f(Facts {
+                running_label: Some(label),
+                ..base
+            }),
+            Fate::Current
+        );
+        // Another backup runs now: this one ended somehow.
+        assert_eq!(
+            f(Facts {
+                running_label: Some(other.as_bytes()),
+                ..base
+            }),
+            Fate::Vanished
+        );
+        assert_eq!(f(base), Fate::Vanished);
+        assert_eq!(
+            f(Facts {
+                old_label: Some((label, Some(9), Some(LIVE))),
+                ..base
+            }),
+            Fate::RenamedByRestart { at: Some(9) }
+        );
+        assert_eq!(
+            f(Facts {
+                old_label: Some((label, None, None)),
+                ..base
+            }),
+            Fate::RenamedByRestart { at: None }
+        );
+        // The same content in another file: a copy restored without a
+        // signal file, whose crash recovery renamed its own label.
+        let copied = FileId { ino: 9, ..LIVE };
+        assert_eq!(
+            f(Facts {
+                old_label: Some((label, Some(9), Some(copied))),
+                ..base
+            }),
+            Fate::Copy
+        );
+        let reborn = FileId {
+            birth: Some((1, 2)),
+            ..LIVE
+        };
+        assert_eq!(
+            f(Facts {
+                old_label: Some((label, Some(9), Some(reborn))),
+                ..base
+            }),
+            Fate::Copy
+        );
+        // An older label of this server's renamed at an earlier start.
+        let older = LABEL.replace("0/2000028", "0/1000028");
+        assert_eq!(
+            f(Facts {
+                old_label: Some((older.as_bytes(), None, None)),
+                ..base
+            }),
+            Fate::Vanished
+        );
+        // pg_basebackup's or pg_rewind's label, or a later one: a copy.
+        let later = LABEL.replace("0/2000028", "0/3000028");
+        assert_eq!(
+            f(Facts {
+                old_label: Some((later.as_bytes(), None, None)),
+                ..base
+            }),
+            Fate::Copy
+        );
+        let basebackup = LABEL.replace("START EPOCH: 1795575906\n", "");
+        assert_eq!(
+            f(Facts {
+                old_label: Some((basebackup.as_bytes(), None, None)),
+                ..base
+            }),
+            Fate::Copy
+        );
+        // ... unless it was renamed before this backup started (the record's
+        // START EPOCH is 1795575906): a leftover of the server's own past.
+        let before = Some(1_795_575_905_000_000);
+        let since = Some(1_795_575_907_000_000);
+        assert_eq!(
+            f(Facts {
+                old_label: Some((basebackup.as_bytes(), before, None)),
+                ..base
+            }),
+            Fate::Vanished
+        );
+        assert_eq!(
+            f(Facts {
+                old_label: Some((basebackup.as_bytes(), since, None)),
+                ..base
+            }),
+            Fate::Copy
+        );
+        assert_eq!(
+            f(Facts {
+                old_label: Some((later.as_bytes(), before, None)),
+                ..base
+            }),
+            Fate::Vanished
+        );
+        // A standby, a restore in progress, or a restore promoted onto a
+        // new timeline: the record came with the copy.
+        assert_eq!(
+            f(Facts {
+                in_recovery: true,
+                ..base
+            }),
+            Fate::Copy
+        );
+        assert_eq!(
+            f(Facts {
+                timeline: Some(2),
+                old_label: Some((label, None, Some(LIVE))),
+                ..base
+            }),
+            Fate::Copy
+        );
+    }
+
+    fn running(id: FileId) -> Record {
+        Record::parse(&record(id, Some(CONTROL))).unwrap()
     }
 
     #[test]

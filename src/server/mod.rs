@@ -1,23 +1,49 @@
-//! Safe wrappers over the server functions the extension calls. Each one
-//! goes through the boundary, so a server error comes back as `Err`.
+//! Everything that calls the server. The rest of the extension is plain
+//! Rust: it reaches PostgreSQL only through the functions of this module
+//! and its children, each of which goes through the boundary
+//! (`boundary.rs`), so that a server error comes back as `Err` and no
+//! longjmp or panic crosses a Rust frame that owns something. The bindings
+//! themselves are private to this module.
 //!
-//! The backup API changed in PostgreSQL 16 (BackupState replaced the label
-//! text as the currency between start and stop). Each generation has its
-//! own module, chosen here and only here: `pg15.rs` for 15, `pg16.rs` for
-//! 16 and later.
+//! - `boundary`: the longjmp/panic boundary, and every entry from C
+//! - `backup15`, `backup16`: the server's backup API of each generation
+//!   (BackupState replaced the label text in PostgreSQL 16), chosen here
+//! - `worker`: the start worker's machinery: dynamic shared memory,
+//!   background workers, latches, exit callbacks
+//! - `rows`: datums and rows for SQL results
+//! - `settings`: the settings, preload mode's hooks and flags
+//! - `archive`: the archiver's status, for the stop's wait
+//! - `probes`: SQL-callable probes of the boundary (test builds only)
 
 use std::ffi::{c_char, CStr, CString};
 
-use crate::bindings as pg;
-use crate::boundary::{guarded, FunctionCallInfo};
-use crate::error::{Error, Result, INTERNAL_ERROR};
+pub mod archive;
+mod bindings;
+pub mod boundary;
+#[cfg(feature = "test-hooks")]
+pub mod probes;
+pub mod rows;
+pub mod settings;
+pub mod worker;
+
+#[cfg_attr(pg16_plus, path = "backup16.rs")]
+#[cfg_attr(not(pg16_plus), path = "backup15.rs")]
+mod backup;
+
+pub use backup::{start_backup, PreparedStop};
+use bindings as pg;
+pub use bindings::{Pg_finfo_record, Pg_magic_struct};
+use boundary::guarded;
+pub use boundary::{Datum, FunctionCallInfo, InterruptsHeld, Level};
+
+use crate::error::{Error, Result, ADMIN_SHUTDOWN, INTERNAL_ERROR};
 use crate::label::{Lsn, StartTime};
 
-#[cfg_attr(pg16_plus, path = "pg16.rs")]
-#[cfg_attr(not(pg16_plus), path = "pg15.rs")]
-mod api;
-
-pub use api::{start_backup, PreparedStop};
+/// The module magic block the loader checks, built by the C shim.
+pub fn magic() -> *const Pg_magic_struct {
+    // SAFETY: returns a pointer to static data built by the C shim.
+    unsafe { pg::peb_magic_data() }
+}
 
 pub fn recovery_in_progress() -> Result<bool> {
     // SAFETY: plain server call, no arguments; the closure owns nothing.
@@ -28,6 +54,12 @@ pub fn recovery_in_progress() -> Result<bool> {
 pub fn session_backup_running() -> Result<bool> {
     // SAFETY: reads a backend-local variable; the closure owns nothing.
     unsafe { guarded(|| pg::get_backup_status() == pg::SessionBackupState::SESSION_BACKUP_RUNNING) }
+}
+
+/// How many arguments the SQL declaration passes.
+pub fn nargs(fcinfo: FunctionCallInfo) -> usize {
+    // SAFETY: the server passes a valid call frame.
+    usize::try_from(unsafe { (*fcinfo).nargs }).unwrap_or(0)
 }
 
 /// The text argument `n` of a STRICT function, as bytes.
@@ -43,37 +75,15 @@ pub fn text_arg(fcinfo: FunctionCallInfo, n: usize) -> Result<Vec<u8>> {
 }
 
 /// The boolean argument `n` of a STRICT function.
-/// How many arguments the SQL declaration passes.
-pub fn nargs(fcinfo: FunctionCallInfo) -> usize {
-    // SAFETY: the server passes a valid call frame.
-    usize::try_from(unsafe { (*fcinfo).nargs }).unwrap_or(0)
-}
-
-/// Sets up the one row of PostgreSQL 14's record-returning stops; called
-/// before anything is stopped, so that a call where no set can be returned
-/// fails first.
-pub fn prepare_stop_row(fcinfo: FunctionCallInfo) -> Result<()> {
-    // SAFETY: the call frame of the running SQL function; the closure owns
-    // nothing.
-    unsafe { guarded(move || pg::peb_prepare_stop_row(fcinfo)) }
-}
-
-/// The row of an exclusive stop: its LSN, no label, no map.
-pub fn return_exclusive_stop(fcinfo: FunctionCallInfo, lsn: Lsn) -> Result<()> {
-    // SAFETY: as above, after prepare_stop_row.
-    unsafe { guarded(move || pg::peb_return_exclusive_stop(fcinfo, lsn)) }
-}
-
-/// Stops this session's non-exclusive backup with the server's
-/// pg_backup_stop(wait_for_archive) and returns its row.
-pub fn return_session_stop(fcinfo: FunctionCallInfo, wait_for_archive: bool) -> Result<()> {
-    // SAFETY: as above, after prepare_stop_row.
-    unsafe { guarded(move || pg::peb_return_session_stop(fcinfo, wait_for_archive)) }
-}
-
 pub fn bool_arg(fcinfo: FunctionCallInfo, n: usize) -> bool {
     // SAFETY: the SQL declaration guarantees argument `n` exists.
     unsafe { (*fcinfo).args.as_slice(n + 1)[n].value != 0 }
+}
+
+/// Marks the result of the running SQL function NULL.
+pub fn set_null_result(fcinfo: FunctionCallInfo) {
+    // SAFETY: fcinfo is the server's call frame for the running function.
+    unsafe { (*fcinfo).isnull = true };
 }
 
 /// What do_pg_backup_start hands back.
@@ -99,32 +109,12 @@ unsafe fn bytes(data: *const c_char, len: usize) -> Vec<u8> {
     unsafe { std::slice::from_raw_parts(data as *const u8, len) }.to_vec()
 }
 
-/// How long a start or stop waits for another's hold on the lock file.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Takes the lock that serialises the changes of backup_label and
-/// tablespace_map. While another process holds it (for a few file
-/// operations), waits on the latch in steps of a few milliseconds, checking
-/// for interrupts: a cancel ends the wait, unless interrupts are held.
-pub fn lock_data_dir() -> Result<crate::files::DirLock> {
-    crate::files::DirLock::acquire(crate::files::data_dir(), LOCK_WAIT, &mut || {
-        check_for_interrupts()?;
-        wait_latch(5, false, "waiting for pg_exclusive_backup.lock")
-    })
-}
-
-/// The lock file if it comes free within two seconds, `None` otherwise;
-/// for callers to whom the lock is a nicety, not a must. Checks for
-/// interrupts between tries (a no-op while they are held).
-pub fn lock_data_dir_briefly() -> Result<Option<crate::files::DirLock>> {
-    for _ in 0..400 {
-        if let Some(lock) = crate::files::DirLock::try_acquire(crate::files::data_dir())? {
-            return Ok(Some(lock));
-        }
-        check_for_interrupts()?;
-        wait_latch(5, false, "waiting for pg_exclusive_backup.lock")?;
-    }
-    Ok(None)
+/// A backend's wait between two tries for the lock file: a few
+/// milliseconds on the latch, ended early by a cancel (unless interrupts
+/// are held).
+pub fn pause_for_lock() -> Result<()> {
+    check_for_interrupts()?;
+    wait_latch(5, false, "waiting for pg_exclusive_backup.lock")
 }
 
 /// CHECK_FOR_INTERRUPTS(): a pending cancel comes back as its error (a
@@ -140,7 +130,7 @@ pub fn wait_latch(ms: i64, for_worker: bool, while_: &str) -> Result<()> {
     // SAFETY: plain shim call; the closure owns nothing.
     if unsafe { guarded(move || pg::peb_wait_latch(ms, for_worker)) }? {
         return Err(Error::new(
-            crate::error::ADMIN_SHUTDOWN,
+            ADMIN_SHUTDOWN,
             format!("the postmaster died while {while_}"),
         ));
     }
@@ -152,6 +142,13 @@ pub fn wait_latch(ms: i64, for_worker: bool, while_: &str) -> Result<()> {
 pub fn forget_query_cancel() {
     // SAFETY: plain shim call; cannot fail.
     unsafe { pg::peb_forget_query_cancel() };
+}
+
+/// Whether this process has been asked to terminate (looked at while
+/// interrupts are held).
+pub fn terminate_pending() -> bool {
+    // SAFETY: plain shim call; reads a flag.
+    unsafe { pg::peb_proc_die_pending() }
 }
 
 /// Leaves the backup mode this session's start_backup entered, without
@@ -259,4 +256,14 @@ pub fn session_info() -> Result<SessionInfo> {
 pub fn insert_timeline() -> Result<u32> {
     // SAFETY: plain shim call; the closure owns nothing.
     unsafe { guarded(|| pg::peb_insert_timeline()) }
+}
+
+/// Whether global/pg_control says the server was shut down cleanly, from
+/// the file's first bytes (its state, where catalog/pg_control.h puts it;
+/// shim.c checks the offset and the value at build time).
+pub fn control_file_says_shut_down(head: &[u8]) -> bool {
+    let at = pg::PEB_CONTROL_STATE_OFFSET as usize;
+    head.get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .is_some_and(|b| i32::from_ne_bytes(b) == pg::PEB_DB_SHUTDOWNED as i32)
 }

@@ -4,9 +4,9 @@
 use std::ffi::{c_char, CStr};
 use std::ptr;
 
+use super::bindings as pg;
+use super::boundary::guarded;
 use super::{bytes, start_time_unix, Started};
-use crate::bindings as pg;
-use crate::boundary::guarded;
 use crate::error::{Error, Result, INTERNAL_ERROR};
 use crate::label::{BackupLabel, Lsn};
 

@@ -1,8 +1,8 @@
 //! SQL-callable probes of the boundary, compiled in only with the cargo
 //! feature `test-hooks`; the integration tests declare them by hand.
 
-use crate::bindings as pg;
-use crate::boundary::{guarded, Datum, FunctionCallInfo, InterruptsHeld};
+use super::bindings as pg;
+use super::boundary::{guarded, Datum, FunctionCallInfo, InterruptsHeld};
 use crate::error::Result;
 
 /// Whether a server error caught inside an interrupt holdoff scope leaves

@@ -4,11 +4,15 @@
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
 
+#[path = "label15.rs"]
+mod label15;
+
+use super::bindings as pg;
+use super::boundary::guarded;
 use super::{bytes, start_time_unix, Started};
-use crate::bindings as pg;
-use crate::boundary::guarded;
 use crate::error::{Error, Result, INTERNAL_ERROR};
-use crate::label::{self, BackupLabel, Lsn};
+use crate::label::{BackupLabel, Lsn};
+use label15::{server_lines, server_start_time};
 
 /// Puts the server into backup mode (checkpoint included) and sets
 /// `entered` the moment it is: an error before that means the server has
@@ -37,7 +41,7 @@ pub fn start_backup(label: &CStr, fast: bool, entered: &mut bool) -> Result<Star
     // 15 keeps the start time to itself; it formatted it a moment ago in
     // this process's log_timezone, which has not changed since (the start
     // worker never reloads the configuration).
-    let start_time = label::server_start_time(&label_text).ok_or_else(|| {
+    let start_time = server_start_time(&label_text).ok_or_else(|| {
         Error::new(
             INTERNAL_ERROR,
             "the server built a backup label this extension cannot read",
@@ -62,7 +66,7 @@ impl PreparedStop {
     pub fn new(_label: &BackupLabel, label_text: &[u8]) -> Result<PreparedStop> {
         // The server re-parses the text and copies it into the backup
         // history file: hand it the server's own lines.
-        let text = CString::new(label::server_lines(label_text))
+        let text = CString::new(server_lines(label_text))
             .map_err(|_| Error::new(INTERNAL_ERROR, "backup label contains a NUL byte"))?;
         Ok(PreparedStop { text })
     }

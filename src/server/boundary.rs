@@ -27,18 +27,23 @@
 //!    `entry` call the shim's ereport (or ReThrowError for a server error),
 //!    which longjmps out across frames that own nothing.
 //!
+//! 3. Every other entry from C (a worker's main function, an exit or detach
+//!    callback, a shared memory or postmaster hook) runs its body through
+//!    [`callback`], which turns a panic into the value the caller gives for
+//!    that case: nothing unwinds into C.
+//!
 //! What this does not cover: a FATAL (backend termination, postmaster
 //! death) ends the process from inside the server without returning, so
 //! no Rust destructor runs then. The steps whose undo must survive that are
 //! either done with interrupts held (see [`InterruptsHeld`]), so that no
 //! terminate request can act inside them, or are undone by an exit callback
-//! (the start protocol's, in start.rs).
+//! (the start protocol's, in start/).
 
 use std::any::Any;
 use std::ffi::{c_char, c_void, CString};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
-use crate::bindings as pg;
+use super::bindings as pg;
 use crate::error::{Error, Result, ServerError, INTERNAL_ERROR};
 
 struct Call<F, R> {
@@ -66,7 +71,7 @@ extern "C" fn trampoline<F: FnOnce() -> R, R>(arg: *mut c_void) {
 /// longjmp: `f` must not own, at any point where it calls the server, a
 /// value that needs dropping (no `String`, `Vec`, `Box`, guard, ... alive
 /// across such a call). Captured references and `Copy` values are fine.
-pub unsafe fn guarded<R, F: FnOnce() -> R>(f: F) -> Result<R> {
+pub(super) unsafe fn guarded<R, F: FnOnce() -> R>(f: F) -> Result<R> {
     let mut call = Call {
         f: Some(f),
         out: None,
@@ -225,6 +230,23 @@ pub fn init_entry(body: fn() -> Result<()>) {
     };
     // SAFETY: as in `entry`, only `pending` is left.
     unsafe { pending.raise() }
+}
+
+/// Runs the body of an entry from C that is not a SQL function; a panic in
+/// it gives `on_panic(payload)` instead of unwinding into C (a panic there
+/// is caught too, and gives `R::default()`).
+pub fn callback<R: Default>(body: impl FnOnce() -> R, on_panic: impl FnOnce(Box<dyn Any + Send>) -> R) -> R {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(r) => r,
+        Err(payload) => catch_unwind(AssertUnwindSafe(|| on_panic(payload))).unwrap_or_default(),
+    }
+}
+
+/// Runs `body`, a panic in it coming back as an internal error: for code
+/// that must answer for every failure itself (the start worker, whose
+/// caller waits for its answer).
+pub fn panic_as_error<R>(body: impl FnOnce() -> Result<R>) -> Result<R> {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| Err(Error::from_panic(payload.as_ref())))
 }
 
 /// How loud a [`report`] is; none of them interrupts the caller.

@@ -1,6 +1,7 @@
-//! What pg_start_backup records about the label it publishes, and what
-//! became of the backup a record names: pure Rust, no server. The
-//! postmaster's verdict on a backup_label it finds is in verdict.rs.
+//! What pg_start_backup records about the label it publishes, and how the
+//! record moves on as the backup ends: pure Rust, no server. What became of
+//! a backup a record names, and the postmaster's verdict on a backup_label
+//! it finds, are in verdict.rs.
 //!
 //! A file-level copy of the data directory holds the same backup_label and
 //! the same pg_control as the primary it was taken from, so their contents
@@ -24,6 +25,7 @@
 //! recovery from backup_label makes consistent; so where the data
 //! directory spans file systems, the first start refuses to decide.
 
+use crate::files::FileId;
 use crate::label::{self, Lsn};
 
 /// The record's name, beside backup_label.
@@ -39,48 +41,24 @@ const LABEL_FOLLOWS: &[u8] = b"label file follows:\n";
 /// Bigger than any record: a label is at most 8 kB.
 pub const MAX_STATE_BYTES: usize = 16 * 1024;
 
-/// The identity of a file, as far as telling it from a copy goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-    /// Birth time (seconds, nanoseconds), when the file system records it.
-    pub birth: Option<(i64, u32)>,
+/// A file identity as the record writes it.
+fn id_text(id: FileId) -> String {
+    let birth = match id.birth {
+        Some((s, ns)) => format!("{s}.{ns:09}"),
+        None => "unknown".to_string(),
+    };
+    format!("device {} inode {} born {birth}", id.dev, id.ino)
 }
 
-impl FileId {
-    /// Whether `self` and `other` are one file: `None` when only birth
-    /// times could tell and one of them is unknown. The device number is
-    /// left out: it can change across a reboot (device-mapper, NVMe
-    /// enumeration), and a block-level image keeps inode numbers and birth
-    /// times on another device.
-    pub fn same_file(self, other: FileId) -> Option<bool> {
-        if self.ino != other.ino {
-            return Some(false);
-        }
-        match (self.birth, other.birth) {
-            (Some(a), Some(b)) => Some(a == b),
-            _ => None,
-        }
-    }
-
-    fn to_text(self) -> String {
-        let birth = match self.birth {
-            Some((s, ns)) => format!("{s}.{ns:09}"),
-            None => "unknown".to_string(),
-        };
-        format!("device {} inode {} born {birth}", self.dev, self.ino)
-    }
-
-    fn from_text(text: &str) -> Option<FileId> {
-        match text.split(' ').collect::<Vec<_>>().as_slice() {
-            ["device", dev, "inode", ino, "born", born] => Some(FileId {
-                dev: dev.parse().ok()?,
-                ino: ino.parse().ok()?,
-                birth: parse_birth(born)?,
-            }),
-            _ => None,
-        }
+/// A file identity as [`id_text`] writes it.
+fn id_from_text(text: &str) -> Option<FileId> {
+    match text.split(' ').collect::<Vec<_>>().as_slice() {
+        ["device", dev, "inode", ino, "born", born] => Some(FileId {
+            dev: dev.parse().ok()?,
+            ino: ino.parse().ok()?,
+            birth: parse_birth(born)?,
+        }),
+        _ => None,
     }
 }
 
@@ -191,67 +169,6 @@ pub enum Fate {
     Vanished,
 }
 
-/// What decides a running record's [`Fate`].
-#[derive(Debug, Clone, Copy)]
-pub struct Facts<'a> {
-    /// backup_label's content, when an exclusive backup is running.
-    pub running_label: Option<&'a [u8]>,
-    pub in_recovery: bool,
-    /// backup_label.old's content, when it was renamed (its ctime), and
-    /// its identity.
-    pub old_label: Option<(&'a [u8], Option<UnixMicros>, Option<FileId>)>,
-    /// The timeline the server writes WAL on (not in recovery).
-    pub timeline: Option<u32>,
-}
-
-pub fn fate(record: &Record, facts: &Facts) -> Fate {
-    if facts.running_label == Some(record.label.as_slice()) {
-        return Fate::Current;
-    }
-    if facts.in_recovery {
-        return Fate::Copy;
-    }
-    // A restored copy ends its recovery on a new timeline; the primary's
-    // own restart does not change it.
-    let started_on = label::parse(&record.label).ok().map(|l| l.start_timeline);
-    if started_on.is_some() && facts.timeline.is_some() && started_on != facts.timeline {
-        return Fate::Copy;
-    }
-    let Some((old, at, id)) = facts.old_label else {
-        return Fate::Vanished;
-    };
-    if old == record.label.as_slice() {
-        // A rename keeps the file: the same content in another file is a
-        // copy's label, renamed by the copy's own recovery.
-        let other_file = id.is_some_and(|id| id.same_file(record.label_file) == Some(false));
-        return if other_file {
-            Fate::Copy
-        } else {
-            Fate::RenamedByRestart { at }
-        };
-    }
-    // Another label. Renamed before the record's backup started, it is
-    // an old leftover (pg_basebackup's label of the standby this primary
-    // once was, say) and says nothing. An older backup of this server's
-    // leaves the record's backup to have vanished too. Renamed since, a
-    // label of pg_basebackup's, pg_rewind's or a later backup's means this
-    // is a copy that started from it.
-    let parsed = label::parse(&record.label).ok();
-    let started = parsed.as_ref().and_then(|r| r.start_epoch).map(|s| s * 1_000_000);
-    if matches!((at, started), (Some(at), Some(started)) if at < started) {
-        return Fate::Vanished;
-    }
-    let older = match (label::parse(old), parsed) {
-        (Ok(o), Some(r)) => o.start_lsn < r.start_lsn,
-        _ => false,
-    };
-    if older {
-        Fate::Vanished
-    } else {
-        Fate::Copy
-    }
-}
-
 impl Record {
     /// The last backup that ended and the last stop, given what became of
     /// a backup this record says is running.
@@ -285,14 +202,117 @@ impl Record {
         }
     }
 
+    /// The record of a backup that just started: its label file (before it
+    /// is linked into place: a link keeps the identity), pg_control,
+    /// whoever started it, and the label. Its history is filled in when it
+    /// is published.
+    pub fn running(label_file: FileId, control_file: FileId, session: Session, label: Vec<u8>) -> Record {
+        Record {
+            label_file,
+            control_file: Some(control_file),
+            outcome: Outcome::Running,
+            session: Some(session),
+            previous: None,
+            last_completed: None,
+            label,
+        }
+    }
+
+    /// The record once `by` has taken away, at `at`, the label `label`
+    /// (whose file has identity `label_file` now): `old`, when it describes
+    /// that running backup; otherwise (a label without its record, written
+    /// by version 1.0) what the label says, with the history `old` had.
+    pub fn stopped(
+        old: Option<Record>,
+        label: &[u8],
+        label_file: FileId,
+        control_file: Option<FileId>,
+        by: &str,
+        at: UnixMicros,
+    ) -> Record {
+        let outcome = Outcome::Stopped {
+            at,
+            stop_lsn: None,
+            by: by.to_string(),
+        };
+        match old {
+            Some(r) if r.outcome == Outcome::Running && r.label == label => Record { outcome, ..r },
+            other => Record {
+                label_file,
+                control_file,
+                outcome,
+                session: None,
+                previous: None,
+                last_completed: other.and_then(|r| r.history(Fate::Copy).1),
+                label: label.to_vec(),
+            },
+        }
+    }
+
+    /// The record once the server has ended, at LSN `stop_lsn`, the backup
+    /// whose label is `label` and which `by` stopped: that makes the stop a
+    /// completed one, in the record's own backup (whose stop, or a stop
+    /// that could not write the record, it completes) or in the history of
+    /// a start that came in between. `None` when there is nothing to
+    /// complete.
+    pub fn with_stop_lsn(mut self, label: &[u8], stop_lsn: Lsn, by: &str, now: UnixMicros) -> Option<Record> {
+        if self.label == label {
+            match self.outcome {
+                Outcome::Stopped { stop_lsn: None, .. } | Outcome::Running => {
+                    self.outcome = Outcome::Stopped {
+                        at: now,
+                        stop_lsn: Some(stop_lsn),
+                        by: by.to_string(),
+                    };
+                    Some(self)
+                }
+                _ => None,
+            }
+        } else {
+            let text = label::parse(label).map(|l| l.label).unwrap_or_default();
+            match &mut self.previous {
+                Some(p) if p.how == How::Stopped && p.stop_lsn.is_none() && p.label == text => {
+                    p.stop_lsn = Some(stop_lsn);
+                    p.end_time = Some(now);
+                    self.last_completed = Some(now);
+                    Some(self)
+                }
+                _ => None,
+            }
+        }
+    }
+
+    /// The record once a restart of the server ended, at `at`, the backup
+    /// whose label is `label` (file identity `label_file`): who started it
+    /// and the history come from `kept`, the record that described it, if
+    /// any.
+    pub fn ended_by_restart(
+        kept: Option<&Record>,
+        label: &[u8],
+        label_file: FileId,
+        control_file: Option<FileId>,
+        at: UnixMicros,
+    ) -> Record {
+        let kept = kept.filter(|r| r.label == label);
+        Record {
+            label_file,
+            control_file: kept.and_then(|r| r.control_file).or(control_file),
+            outcome: Outcome::EndedByRestart { at },
+            session: kept.and_then(|r| r.session.clone()),
+            previous: kept.and_then(|r| r.previous.clone()),
+            last_completed: kept.and_then(|r| r.last_completed),
+            label: label.to_vec(),
+        }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = HEADER.to_vec();
         let mut line = |key: &str, value: &str| {
             out.extend_from_slice(format!("{key}: {value}\n").as_bytes());
         };
-        line("label file", &self.label_file.to_text());
+        line("label file", &id_text(self.label_file));
         if let Some(id) = self.control_file {
-            line("control file", &id.to_text());
+            line("control file", &id_text(id));
         }
         match &self.outcome {
             Outcome::Running => line("outcome", "running"),
@@ -381,9 +401,9 @@ impl Record {
                 .transpose()
         };
 
-        let label_file = FileId::from_text(need("label file")?).ok_or("its label file line is not understood")?;
+        let label_file = id_from_text(need("label file")?).ok_or("its label file line is not understood")?;
         let control_file = get("control file")
-            .map(|v| FileId::from_text(v).ok_or("its control file line is not understood"))
+            .map(|v| id_from_text(v).ok_or("its control file line is not understood"))
             .transpose()?;
         let outcome = need("outcome")?;
         let outcome = if outcome == "running" {
@@ -681,24 +701,6 @@ START EPOCH: 1795575906\n";
     }
 
     #[test]
-    fn files_are_the_same_only_when_it_is_certain() {
-        assert_eq!(LIVE.same_file(LIVE), Some(true));
-        assert_eq!(LIVE.same_file(FileId { dev: 1, ..LIVE }), Some(true));
-        assert_eq!(LIVE.same_file(FileId { ino: 9, ..LIVE }), Some(false));
-        assert_eq!(
-            LIVE.same_file(FileId {
-                birth: Some((1, 2)),
-                ..LIVE
-            }),
-            Some(false)
-        );
-        let unknown = FileId { birth: None, ..LIVE };
-        assert_eq!(LIVE.same_file(unknown), None);
-        assert_eq!(unknown.same_file(unknown), None);
-        assert_eq!(unknown.same_file(FileId { ino: 9, ..unknown }), Some(false));
-    }
-
-    #[test]
     fn values_cannot_break_lines() {
         for raw in [&b"a\nlabel file follows:\nb"[..], b"\\n", b"\r\n", b"\xff\xfe", b""] {
             let e = escape(raw);
@@ -732,141 +734,63 @@ START EPOCH: 1795575906\n";
         }
     }
 
-    fn facts<'a>() -> Facts<'a> {
-        Facts {
-            running_label: None,
-            in_recovery: false,
-            old_label: None,
-            timeline: Some(1),
-        }
-    }
-
     #[test]
-    fn what_became_of_a_running_backup() {
-        let r = running(LIVE);
-        let label = LABEL.as_bytes();
+    fn a_stop_moves_the_record_on() {
+        let mut r = running(LIVE);
+        r.session = Some(session());
+        let other_file = FileId { ino: 7, ..LIVE };
+        // The running backup's own record: kept, but for the outcome.
+        let s = Record::stopped(Some(r.clone()), LABEL.as_bytes(), other_file, None, "ops", 5);
+        assert_eq!(
+            s.outcome,
+            Outcome::Stopped {
+                at: 5,
+                stop_lsn: None,
+                by: "ops".into()
+            }
+        );
+        assert_eq!((s.label_file, s.session.clone()), (LIVE, r.session.clone()));
+        // Completed by the stop LSN, once.
+        let done = s.clone().with_stop_lsn(LABEL.as_bytes(), 0x3000100, "ops", 6).unwrap();
+        assert!(matches!(
+            done.outcome,
+            Outcome::Stopped {
+                stop_lsn: Some(0x3000100),
+                at: 6,
+                ..
+            }
+        ));
+        assert_eq!(done.clone().with_stop_lsn(LABEL.as_bytes(), 1, "ops", 7), None);
+        // A label without its record: what the label says.
         let other = LABEL.replace("nightly", "weekly");
-        let f = |facts: Facts| fate(&r, &facts);
-        let base = facts();
+        let s = Record::stopped(Some(r.clone()), other.as_bytes(), other_file, Some(LIVE), "ops", 5);
         assert_eq!(
-            f(Facts {
-                running_label: Some(label),
-                ..base
-            }),
-            Fate::Current
+            (s.label_file, s.control_file, s.session),
+            (other_file, Some(LIVE), None)
         );
-        // Another backup runs now: this one ended somehow.
+        assert_eq!(s.label, other.as_bytes());
+        // A start came in between: the stop LSN completes its history.
+        let mut next = running(LIVE);
+        next.label = other.clone().into_bytes();
+        next.previous = Some(Ended {
+            label: b"nightly".to_vec(),
+            how: How::Stopped,
+            stop_lsn: None,
+            end_time: Some(5),
+            stopped_by: Some("ops".into()),
+        });
+        let done = next.with_stop_lsn(LABEL.as_bytes(), 9, "ops", 8).unwrap();
+        let p = done.previous.unwrap();
         assert_eq!(
-            f(Facts {
-                running_label: Some(other.as_bytes()),
-                ..base
-            }),
-            Fate::Vanished
+            (p.stop_lsn, p.end_time, done.last_completed),
+            (Some(9), Some(8), Some(8))
         );
-        assert_eq!(f(base), Fate::Vanished);
-        assert_eq!(
-            f(Facts {
-                old_label: Some((label, Some(9), Some(LIVE))),
-                ..base
-            }),
-            Fate::RenamedByRestart { at: Some(9) }
-        );
-        assert_eq!(
-            f(Facts {
-                old_label: Some((label, None, None)),
-                ..base
-            }),
-            Fate::RenamedByRestart { at: None }
-        );
-        // The same content in another file: a copy restored without a
-        // signal file, whose crash recovery renamed its own label.
-        let copied = FileId { ino: 9, ..LIVE };
-        assert_eq!(
-            f(Facts {
-                old_label: Some((label, Some(9), Some(copied))),
-                ..base
-            }),
-            Fate::Copy
-        );
-        let reborn = FileId {
-            birth: Some((1, 2)),
-            ..LIVE
-        };
-        assert_eq!(
-            f(Facts {
-                old_label: Some((label, Some(9), Some(reborn))),
-                ..base
-            }),
-            Fate::Copy
-        );
-        // An older label of this server's renamed at an earlier start.
-        let older = LABEL.replace("0/2000028", "0/1000028");
-        assert_eq!(
-            f(Facts {
-                old_label: Some((older.as_bytes(), None, None)),
-                ..base
-            }),
-            Fate::Vanished
-        );
-        // pg_basebackup's or pg_rewind's label, or a later one: a copy.
-        let later = LABEL.replace("0/2000028", "0/3000028");
-        assert_eq!(
-            f(Facts {
-                old_label: Some((later.as_bytes(), None, None)),
-                ..base
-            }),
-            Fate::Copy
-        );
-        let basebackup = LABEL.replace("START EPOCH: 1795575906\n", "");
-        assert_eq!(
-            f(Facts {
-                old_label: Some((basebackup.as_bytes(), None, None)),
-                ..base
-            }),
-            Fate::Copy
-        );
-        // ... unless it was renamed before this backup started (the record's
-        // START EPOCH is 1795575906): a leftover of the server's own past.
-        let before = Some(1_795_575_905_000_000);
-        let since = Some(1_795_575_907_000_000);
-        assert_eq!(
-            f(Facts {
-                old_label: Some((basebackup.as_bytes(), before, None)),
-                ..base
-            }),
-            Fate::Vanished
-        );
-        assert_eq!(
-            f(Facts {
-                old_label: Some((basebackup.as_bytes(), since, None)),
-                ..base
-            }),
-            Fate::Copy
-        );
-        assert_eq!(
-            f(Facts {
-                old_label: Some((later.as_bytes(), before, None)),
-                ..base
-            }),
-            Fate::Vanished
-        );
-        // A standby, a restore in progress, or a restore promoted onto a
-        // new timeline: the record came with the copy.
-        assert_eq!(
-            f(Facts {
-                in_recovery: true,
-                ..base
-            }),
-            Fate::Copy
-        );
-        assert_eq!(
-            f(Facts {
-                timeline: Some(2),
-                old_label: Some((label, None, Some(LIVE))),
-                ..base
-            }),
-            Fate::Copy
-        );
+        // A restart: who started it and the history are kept.
+        let e = Record::ended_by_restart(Some(&r), LABEL.as_bytes(), LIVE, None, 11);
+        assert_eq!(e.outcome, Outcome::EndedByRestart { at: 11 });
+        assert_eq!((e.session, e.control_file), (r.session.clone(), r.control_file));
+        let e = Record::ended_by_restart(Some(&r), other.as_bytes(), LIVE, Some(LIVE), 11);
+        assert_eq!((e.session, e.control_file), (None, Some(LIVE)));
     }
 
     #[test]

@@ -1,0 +1,48 @@
+//! Preload mode or not: what _PG_init sets up, which BACKUP METHOD labels
+//! get, and the words that tell a DBA what preload mode adds.
+
+use crate::error::Result;
+use crate::label::Method;
+use crate::server::boundary::{report, Level};
+use crate::server::settings::{self, LabelMethod};
+use crate::shared;
+
+/// What preload mode adds, for the notices given without it.
+pub const WITHOUT_PRELOAD: &str = "Without it, a restored copy of an exclusive backup is taken to be consistent \
+     as soon as recovery has replayed up to the backup's start, and a primary that crashes during a backup \
+     may need backup_label moved away by hand before it starts again.";
+pub const PRELOAD_HINT: &str = "Add pg_exclusive_backup to shared_preload_libraries and restart the server: \
+     labels then say \"BACKUP METHOD: streamed\", so that restored copies are recovered as pg_basebackup's \
+     are, and the postmaster keeps the primary's own label from its startup process.";
+
+/// The short form, for every pg_start_backup without preload mode.
+pub const NOTICE_HINT: &str = "In preload mode a restored copy of this backup would be consistent only at its \
+     end, as a pg_basebackup copy is, and the primary would restart by itself after a crash during it.";
+
+/// _PG_init: defines the settings and, from shared_preload_libraries,
+/// installs preload mode's hooks.
+pub fn init() -> Result<()> {
+    settings::define()?;
+    if settings::loading_from_preload() {
+        shared::set_preloaded();
+        settings::install_preload_hooks();
+    } else if settings::creating_extension() {
+        report(
+            Level::Warning,
+            "pg_exclusive_backup is not in shared_preload_libraries",
+            Some(WITHOUT_PRELOAD),
+            Some(PRELOAD_HINT),
+        );
+    }
+    Ok(())
+}
+
+/// The BACKUP METHOD pg_start_backup writes (pg_exclusive_backup.label_method).
+pub fn label_method() -> Method {
+    match settings::label_method() {
+        LabelMethod::Streamed => Method::Streamed,
+        LabelMethod::PgStartBackup => Method::Exclusive,
+        LabelMethod::Auto if shared::preloaded() => Method::Streamed,
+        LabelMethod::Auto => Method::Exclusive,
+    }
+}

@@ -1,0 +1,77 @@
+//! The extension's settings (`pg_exclusive_backup.*`), and what _PG_init
+//! learns from the server: whether it runs from shared_preload_libraries,
+//! where preload mode's hooks go in.
+
+#[cfg(feature = "test-hooks")]
+use std::ffi::CStr;
+
+use super::bindings as pg;
+use super::boundary::guarded;
+use crate::error::Result;
+
+/// pg_exclusive_backup.label_method.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LabelMethod {
+    Auto,
+    Streamed,
+    PgStartBackup,
+}
+
+/// Defines the settings (from _PG_init).
+pub fn define() -> Result<()> {
+    // SAFETY: plain shim call; the closure owns nothing.
+    unsafe { guarded(|| pg::peb_define_settings()) }
+}
+
+pub fn label_method() -> LabelMethod {
+    // SAFETY: reads a setting variable.
+    match unsafe { pg::peb_label_method_setting() } as u32 {
+        pg::PEB_METHOD_STREAMED => LabelMethod::Streamed,
+        pg::PEB_METHOD_PG_START_BACKUP => LabelMethod::PgStartBackup,
+        _ => LabelMethod::Auto,
+    }
+}
+
+/// pg_exclusive_backup.require_preload.
+pub fn require_preload() -> bool {
+    // SAFETY: reads a setting variable.
+    unsafe { pg::peb_require_preload_setting() }
+}
+
+/// Whether _PG_init runs from shared_preload_libraries.
+pub fn loading_from_preload() -> bool {
+    // SAFETY: reads a server flag.
+    unsafe { pg::peb_preload_in_progress() }
+}
+
+/// Whether _PG_init runs for CREATE EXTENSION.
+pub fn creating_extension() -> bool {
+    // SAFETY: reads a server flag.
+    unsafe { pg::peb_creating_extension() }
+}
+
+/// Installs preload mode's shared memory hooks; once, from _PG_init.
+pub fn install_preload_hooks() {
+    // SAFETY: sets hook pointers; called once, from _PG_init.
+    unsafe { pg::peb_install_preload_hooks() };
+}
+
+/// A setting's current value as text, empty when it is not set.
+#[cfg(feature = "test-hooks")]
+pub fn value(name: &'static CStr) -> String {
+    // SAFETY: plain server call with a static name; the closure owns
+    // nothing. GetConfigOption with missing_ok raises no error.
+    match unsafe { guarded(|| pg::peb_guc_value(name.as_ptr())) } {
+        // SAFETY: a NUL-terminated string owned by the GUC machinery.
+        Ok(p) if !p.is_null() => unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Sleeps `ms` without looking at interrupts, as a slow system call
+/// would (the test builds' delay points).
+#[cfg(feature = "test-hooks")]
+pub fn sleep_uninterrupted(ms: i64) {
+    // SAFETY: plain server call that cannot fail; the closure owns nothing.
+    let _ = unsafe { guarded(move || pg::pg_usleep(ms * 1000)) };
+}

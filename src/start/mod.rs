@@ -1,0 +1,148 @@
+//! The start protocol: pg_start_backup's work happens in a short-lived
+//! background worker; `caller.rs` is the calling backend's side of it,
+//! `worker.rs` the worker's, and this module the request they share.
+//!
+//! Why a worker: the server remembers, per session, that the session has a
+//! backup running (its `sessionBackupState`), and only its own
+//! pg_backup_stop() can clear that memory. An exclusive backup outlives its
+//! session and is usually stopped from another one, so if the caller's
+//! session entered backup mode itself it would be left believing it still
+//! runs a backup: the built-in pg_backup_stop() would then crash that
+//! backend, a later non-exclusive backup in it would be refused, and on
+//! servers built with assertions a failed start would trip an assertion.
+//! Entering backup mode in a worker that exits right after leaves every
+//! session's state untouched.
+//!
+//! The request lives in a dynamic shared memory segment the caller
+//! creates. Its `outcome` moves only by compare-and-swap:
+//!
+//! ```text
+//!   PENDING --worker--> READY --caller--> COMMIT --worker--> STARTED | FAILED
+//!      |                  |  \--worker (terminated)--> FAILED
+//!      |--worker--> FAILED |
+//!      \--caller--> ABANDONED <--caller--/
+//! ```
+//!
+//! The worker enters backup mode and writes the label and map under
+//! private names (READY) and then waits for the caller's verdict. The
+//! caller either commits (holding off its own interrupts from then until
+//! the worker reports, so that it cannot be cancelled after it has agreed)
+//! or, if it is cancelled, times out or exits first, abandons. Only after
+//! COMMIT does the worker put the files in place; so backup_label is never
+//! visible for a start the caller may still give up on, and the worker
+//! never has to take back a label another session could already have seen
+//! and stopped. So the caller is told "started" exactly when the backup
+//! runs with its label in place. One exception: a caller terminated
+//! (pg_terminate_backend) after it committed leaves once the worker is done,
+//! without an answer, while the backup runs; pg_is_in_backup() says so.
+
+use std::cell::UnsafeCell;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+use crate::error::{Error, OBJECT_NOT_IN_PREREQUISITE_STATE};
+use crate::label::{Lsn, MAX_LABEL_BYTES};
+use crate::server::worker::Latch;
+
+mod caller;
+mod worker;
+
+pub use caller::start_in_worker;
+pub use worker::worker_main;
+
+/// Room for a role, database or application name (NAMEDATALEN is 64) or a
+/// client address.
+const NAME_BYTES: usize = 256;
+
+const PENDING: u32 = 0;
+const READY: u32 = 1;
+const COMMIT: u32 = 2;
+const STARTED: u32 = 3;
+const FAILED: u32 = 4;
+const ABANDONED: u32 = 5;
+
+/// The request in shared memory. Until the outcome leaves PENDING only the
+/// caller writes the input fields; the worker writes the output fields
+/// before the compare-and-swap that publishes them. Its layout is that of
+/// the worker entry point's name (`peb_start_backup_worker_2`, lib.rs).
+#[repr(C)]
+struct Request {
+    outcome: AtomicU32,
+    caller_latch: Latch,
+    worker_latch: AtomicPtr<c_void>,
+    fast: bool,
+    /// The BACKUP METHOD to write; the worker does not see the caller's
+    /// settings.
+    streamed: bool,
+    label: [u8; MAX_LABEL_BYTES + 1],
+    /// The caller's session, for the state record (NUL-terminated).
+    session_user: [u8; NAME_BYTES],
+    database: [u8; NAME_BYTES],
+    started_from: [u8; NAME_BYTES],
+    has_client: bool,
+    application_name: [u8; NAME_BYTES],
+    caller_pid: i32,
+    /// Written by the worker before READY, read by the caller after it.
+    start_lsn: UnsafeCell<Lsn>,
+    /// Written by the worker before FAILED, read by the caller after it.
+    failure: UnsafeCell<Failure>,
+}
+
+#[repr(C)]
+struct Failure {
+    sqlerrcode: i32,
+    message: [u8; 1024],
+    detail: [u8; 1024],
+    hint: [u8; 512],
+}
+
+impl Request {
+    fn outcome(&self) -> u32 {
+        self.outcome.load(Ordering::Acquire)
+    }
+
+    fn cas(&self, from: u32, to: u32) -> bool {
+        self.outcome
+            .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn wake_caller(&self) {
+        self.caller_latch.set();
+    }
+
+    fn wake_worker(&self) {
+        Latch::from_ptr(self.worker_latch.load(Ordering::Acquire)).set();
+    }
+}
+
+/// `text` into `dst`, NUL-terminated, cut at a character boundary.
+fn copy_c(dst: &mut [u8], text: &str) {
+    let mut n = text.len().min(dst.len() - 1);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    dst[..n].copy_from_slice(&text.as_bytes()[..n]);
+    dst[n] = 0;
+}
+
+/// The text of a NUL-terminated field.
+fn c_text(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Preload mode tells the primary's own label from a copy's by its birth
+/// time, which this file system does not record.
+pub fn no_birth_times() -> Error {
+    Error::new(
+        OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "the file system of the data directory does not record file birth times",
+    )
+    .detail(
+        "In preload mode the postmaster tells this primary's own backup_label from a restored copy's by the \
+         label file's inode number and birth time; without birth times it could not decide after a crash, and \
+         would refuse to start.",
+    )
+    .hint("Put the data directory on a file system that records birth times (ext4, XFS, Btrfs), or take the backup without preload mode.")
+}
