@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 
 pub const BACKUP_LABEL: &str = "backup_label";
 pub const TABLESPACE_MAP: &str = "tablespace_map";
+/// The control file, relative to the data directory: the server and its
+/// tools only ever rewrite it in place.
+pub const CONTROL_FILE: &str = "global/pg_control";
 /// Where the server moves a backup_label it found at startup.
 pub const BACKUP_LABEL_OLD: &str = "backup_label.old";
 /// Where the server, and the postmaster in preload mode, move
@@ -61,8 +64,27 @@ impl FileId {
 
 /// Backends and background workers run with the data directory as their
 /// working directory.
+#[cfg(not(test))]
 pub fn data_dir() -> &'static Path {
     Path::new(".")
+}
+
+#[cfg(test)]
+thread_local! {
+    static TEST_DATA_DIR: std::cell::Cell<&'static Path> = std::cell::Cell::new(Path::new("."));
+}
+
+/// The unit tests' data directory: the one this thread was given.
+#[cfg(test)]
+pub fn data_dir() -> &'static Path {
+    TEST_DATA_DIR.with(|d| d.get())
+}
+
+/// Makes `dir` this thread's data directory, for a unit test.
+#[cfg(test)]
+pub fn use_data_dir(dir: &Path) {
+    let dir: &'static Path = Box::leak(dir.to_path_buf().into_boxed_path());
+    TEST_DATA_DIR.with(|d| d.set(dir));
 }
 
 /// What publishing an exclusive file found.

@@ -18,6 +18,7 @@ mod files;
 mod hooks;
 mod label;
 mod record;
+mod refusal;
 mod shared;
 mod verdict;
 
@@ -156,11 +157,11 @@ mod exports {
     /// What the judgement before the startup process came to: `None`, go
     /// on; else the FATAL to raise. By default (what a panic while
     /// reporting a panic gives), refuse.
-    struct Judged(Option<crate::verdict::Texts>);
+    struct Judged(Option<crate::refusal::Texts>);
 
     impl Default for Judged {
         fn default() -> Judged {
-            Judged(Some(crate::verdict::Texts {
+            Judged(Some(crate::refusal::Texts {
                 message: "pg_exclusive_backup failed while checking backup_label".into(),
                 detail: String::new(),
                 hint: String::new(),
@@ -180,7 +181,7 @@ mod exports {
     ) -> bool {
         let judged = callback(
             || Judged(crate::postmaster::starting().err()),
-            |_| Judged(Some(crate::postmaster::refused(&crate::verdict::Refusal::Internal))),
+            |_| Judged(Some(crate::postmaster::refused(&crate::refusal::Refusal::Internal))),
         );
         let Some(t) = judged.0 else { return true };
         copy_out(&t.message, message, len);

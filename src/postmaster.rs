@@ -23,9 +23,9 @@ use std::time::Duration;
 use crate::disk::{self, AtPostmaster, Voided};
 use crate::files::{BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP, TABLESPACE_MAP_OLD};
 use crate::record::STATE_FILE;
+use crate::refusal::{self, describe, Refusal, Texts};
 use crate::server;
 use crate::server::boundary::{report, Level};
-use crate::verdict::{self, describe, Refusal, Texts};
 
 /// Set when the start was refused, so that the exit that follows the FATAL
 /// does not judge again.
@@ -152,7 +152,7 @@ pub fn starting() -> Result<(), Texts> {
 /// again.
 pub fn refused(refusal: &Refusal) -> Texts {
     REFUSED.store(true, Ordering::Relaxed);
-    verdict::texts(refusal)
+    refusal::texts(refusal)
 }
 
 /// The postmaster's exit: the primary's own label is voided, as 14 did at
@@ -169,7 +169,7 @@ pub fn exiting() {
         AtPostmaster::Untouched | AtPostmaster::Copy(_) => {}
         AtPostmaster::Voided(v) => say_voided(&v, Occasion::Exit),
         AtPostmaster::Refused(refusal) => {
-            let t = verdict::texts(&refusal);
+            let t = refusal::texts(&refusal);
             let not_canceled = matches!(refusal, Refusal::Unlocked { .. } | Refusal::NotRenamed { .. });
             let detail = if not_canceled {
                 format!("Online backup mode was not canceled. {}", t.detail)

@@ -26,12 +26,9 @@
 //! nothing can tell, the start refuses.
 
 use crate::files::FileId;
-use crate::files::{BACKUP_LABEL, BACKUP_LABEL_OLD, LOCK_FILE, TABLESPACE_MAP, TABLESPACE_MAP_OLD};
 use crate::label::{self, BackupLabel, Kind};
-use crate::record::{Fate, Record, UnixMicros, MAX_STATE_BYTES, STATE_FILE};
-
-/// The control file, relative to the data directory.
-pub const CONTROL_FILE: &str = "global/pg_control";
+use crate::record::{Fate, Record, UnixMicros, MAX_STATE_BYTES};
+use crate::refusal::{Holds, Refusal, Unknowable, Unusable};
 
 /// backup_label as the postmaster found it.
 #[derive(Debug, Clone)]
@@ -43,16 +40,6 @@ pub struct LabelFile<'a> {
     /// Its first bytes (at most one more than a label can have), or why
     /// they could not be read.
     pub content: Result<&'a [u8], String>,
-}
-
-/// Why the state file cannot serve.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unusable {
-    /// What is wrong with it, as the end of a sentence that begins with
-    /// its name ("is a directory").
-    pub why: String,
-    /// Something other than a regular file lies under its name.
-    pub not_a_file: bool,
 }
 
 /// What the postmaster found in the data directory.
@@ -149,63 +136,6 @@ pub enum Verdict {
     Live(BackupLabel),
     /// The start must not go on.
     Refuse(Refusal),
-}
-
-/// Why the start refuses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// Whose label it is cannot be told. `label`: what it is, when it is a
-    /// label of ours.
-    CannotTell {
-        label: Option<BackupLabel>,
-        why: Unknowable,
-    },
-    /// backup_label is neither a label of ours nor another writer's whole
-    /// label. `state`: what keeps the record from saying whose file it is;
-    /// `None` when it says the file is a restored copy's.
-    Damaged { reason: String, state: Option<Unknowable> },
-    /// This primary's own label file, changed since it was published.
-    OwnChanged { published: BackupLabel, change: String },
-    /// A new label file beside this primary's own pg_control.
-    Recreated { published: BackupLabel, holds: Holds },
-    /// This primary's own label, which the lock file kept from being
-    /// renamed: `why` ends a sentence; `held`: another process holds it.
-    Unlocked {
-        label: BackupLabel,
-        why: String,
-        held: bool,
-    },
-    /// This primary's own label, which could not be renamed: the error's
-    /// message, and what lies under backup_label.old when that is what
-    /// stopped it.
-    NotRenamed {
-        label: BackupLabel,
-        error: String,
-        blocking: Option<&'static str>,
-    },
-    /// The check itself failed (a bug).
-    Internal,
-}
-
-/// What a label file other than the published one holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Holds {
-    /// What was published.
-    Published,
-    /// Another label of ours.
-    Ours(BackupLabel),
-    /// Nothing that is a label of ours: why.
-    Damaged(String),
-}
-
-/// What keeps the record from telling whose label it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unknowable {
-    NoRecord,
-    Record(Unusable),
-    NoBirthTimes,
-    SeveralFileSystems(String),
-    LabelUnreadable(String),
 }
 
 /// The state file as a record that can judge (with the label it holds),
@@ -362,194 +292,11 @@ fn change(published: &[u8], now: &[u8], size: u64) -> String {
     }
 }
 
-/// A refusal as the FATAL the postmaster raises.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Texts {
-    pub message: String,
-    pub detail: String,
-    pub hint: String,
-}
-
-/// "the exclusive backup "nightly" started at 2026-12-01 03:00:00 UTC"
-pub fn describe(l: &BackupLabel) -> String {
-    format!(
-        "the exclusive backup \"{}\" started at {}",
-        label::escape_non_ascii(&l.label),
-        l.start_time
-    )
-}
-
-const RESTORED_NEEDS_SIGNAL: &str = "If this data directory is a restored backup or a snapshot, create \
-     \"recovery.signal\" (or \"standby.signal\") in it and start the server again.";
-
-fn void_on_primary(condition: &str) -> String {
-    format!(
-        "If {condition}, the backup is void: rename \"{BACKUP_LABEL}\" to \"{BACKUP_LABEL_OLD}\" (and \
-         \"{TABLESPACE_MAP}\" to \"{TABLESPACE_MAP_OLD}\", if there is one) and start the server again."
-    )
-}
-
-const COPIED_IN_PLACE: &str = "If a backup was copied over this data directory in place (cp -a or rsync into \
-     it), the result cannot be trusted: restore the backup into an empty directory instead.";
-
-fn unknowable(why: &Unknowable) -> String {
-    match why {
-        Unknowable::NoRecord => format!("there is no \"{STATE_FILE}\" to tell whether it is this server's own"),
-        Unknowable::Record(u) => format!(
-            "\"{STATE_FILE}\", which tells whether it is this server's own, {}",
-            u.why
-        ),
-        Unknowable::NoBirthTimes => "the file system does not record birth times, so a restored copy reusing \
-             the inode numbers of the files published here cannot be told from them"
-            .into(),
-        Unknowable::SeveralFileSystems(what) => format!(
-            "{what}, so after the postmaster was killed this may as well be a restore of snapshots of several \
-             file systems, which only recovery from the label makes consistent"
-        ),
-        Unknowable::LabelUnreadable(why) => why.clone(),
-    }
-}
-
-/// " Move the state file away", when it is not a regular file.
-fn move_state_file(why: Option<&Unknowable>) -> String {
-    match why {
-        Some(Unknowable::Record(Unusable { not_a_file: true, .. })) => format!(
-            " Either way, move \"{STATE_FILE}\" out of the data directory: it is not a regular file, so not \
-             pg_exclusive_backup's."
-        ),
-        _ => String::new(),
-    }
-}
-
-pub fn texts(refusal: &Refusal) -> Texts {
-    match refusal {
-        Refusal::CannotTell { label, why } => Texts {
-            message: format!(
-                "pg_exclusive_backup cannot tell whether \"{BACKUP_LABEL}\" is this server's own or a restored backup's"
-            ),
-            detail: match label {
-                Some(l) => format!(
-                    "\"{BACKUP_LABEL}\" is the label of {}; {}.",
-                    describe(l),
-                    unknowable(why)
-                ),
-                None => format!("\"{BACKUP_LABEL}\" is in the data directory, but {}.", unknowable(why)),
-            },
-            hint: format!(
-                "{RESTORED_NEEDS_SIGNAL} {} Never do that in a restored backup.{}",
-                void_on_primary("it is the primary that was running this backup"),
-                move_state_file(Some(why))
-            ),
-        },
-        Refusal::Damaged { reason, state } => Texts {
-            message: format!("\"{BACKUP_LABEL}\" is not a valid backup label"),
-            detail: match state {
-                Some(why) => format!("{reason} Whose file it is cannot be told: {}.", unknowable(why)),
-                None => format!(
-                    "{reason} It is not the file this server published, and \"{CONTROL_FILE}\" is not this \
-                     server's either: this is a restored copy whose label was damaged."
-                ),
-            },
-            hint: format!(
-                "If this data directory is a restored backup, copy \"{BACKUP_LABEL}\" (and \"{TABLESPACE_MAP}\") \
-                 from the backup again and start the server again. {}{}",
-                void_on_primary("it is the primary that was running an exclusive backup"),
-                move_state_file(state.as_ref())
-            ),
-        },
-        Refusal::OwnChanged { published, change } => Texts {
-            message: format!("this server's own \"{BACKUP_LABEL}\" has been changed since pg_start_backup() wrote it"),
-            detail: format!(
-                "It is the file pg_start_backup() published for {}; {change} since. The startup process would \
-                 take it for a restored backup's label.",
-                describe(published)
-            ),
-            hint: format!(
-                "{} {COPIED_IN_PLACE}",
-                void_on_primary("this is the primary that was running the backup")
-            ),
-        },
-        Refusal::Recreated { published, holds } => Texts {
-            message: format!("\"{BACKUP_LABEL}\" is a new file in this server's own data directory"),
-            detail: match holds {
-                Holds::Published => format!(
-                    "It holds the label of {}, which this server published as another file, and \
-                     \"{CONTROL_FILE}\" is still this server's own: the label was moved out and copied back, or a \
-                     backup was copied over this data directory in place.",
-                    describe(published)
-                ),
-                Holds::Ours(l) => format!(
-                    "It is the label of {}, while this server last published the label of {} as another file, \
-                     and \"{CONTROL_FILE}\" is still this server's own: a backup was copied over this data \
-                     directory in place, or a label into it.",
-                    describe(l),
-                    describe(published)
-                ),
-                Holds::Damaged(reason) => format!(
-                    "{reason} It is not the file this server published for {}, and \"{CONTROL_FILE}\" is still \
-                     this server's own.",
-                    describe(published)
-                ),
-            },
-            hint: format!(
-                "{} {COPIED_IN_PLACE}",
-                void_on_primary("this is the primary and the label was copied back into it")
-            ),
-        },
-        Refusal::Unlocked { label, why, held } => Texts {
-            message: format!("could not lock \"{LOCK_FILE}\" to rename this server's own \"{BACKUP_LABEL}\""),
-            detail: format!(
-                "\"{BACKUP_LABEL}\" is the label of {}, which this server was running; it must be renamed under \
-                 that lock before the startup process runs, and {why}.",
-                describe(label)
-            ),
-            hint: if *held {
-                format!(
-                    "Stop the process that holds \"{LOCK_FILE}\" in the data directory (fuser -v names it) and \
-                     start the server again."
-                )
-            } else {
-                format!(
-                    "Move \"{LOCK_FILE}\" out of the data directory (it holds no data, and is created again when \
-                     needed) and start the server again."
-                )
-            },
-        },
-        Refusal::NotRenamed { label, error, blocking } => Texts {
-            message: error.clone(),
-            detail: format!(
-                "{}\"{BACKUP_LABEL}\" is the label of {}, which this server was running; the startup process would \
-                 take it for a restored backup's.",
-                blocking
-                    .map(|kind| format!("\"{BACKUP_LABEL_OLD}\" in the data directory is {kind}. "))
-                    .unwrap_or_default(),
-                describe(label)
-            ),
-            hint: match blocking {
-                Some(_) => format!("Move \"{BACKUP_LABEL_OLD}\" out of the data directory and start the server again."),
-                None => format!(
-                    "Once the cause is fixed, start the server again. {}",
-                    void_on_primary("it cannot be fixed")
-                ),
-            },
-        },
-        Refusal::Internal => Texts {
-            message: format!("pg_exclusive_backup failed while checking \"{BACKUP_LABEL}\""),
-            detail: "An internal error of pg_exclusive_backup stopped the check before it could tell whose label \
-                 it is; the server log may say more."
-                .into(),
-            hint: format!(
-                "{RESTORED_NEEDS_SIGNAL} {} Never do that in a restored backup. Please report the error.",
-                void_on_primary("it is the primary that was running this backup")
-            ),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::Outcome;
+    use crate::refusal::texts;
 
     const LABEL: &str = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
 CHECKPOINT LOCATION: 0/2000060\n\
@@ -1094,114 +841,5 @@ START EPOCH: 1795575906\n";
         found.signal_file = false;
         found.label = None;
         assert_eq!(judge(&found), Verdict::NoLabel);
-    }
-
-    #[test]
-    fn every_refusal_says_what_was_found_and_what_to_do() {
-        let l = published();
-        let all = [
-            Refusal::CannotTell {
-                label: Some(l.clone()),
-                why: Unknowable::NoRecord,
-            },
-            Refusal::CannotTell {
-                label: None,
-                why: Unknowable::LabelUnreadable("it cannot be read: Permission denied".into()),
-            },
-            Refusal::CannotTell {
-                label: Some(l.clone()),
-                why: Unknowable::Record(Unusable {
-                    why: "is not valid: it is truncated".into(),
-                    not_a_file: false,
-                }),
-            },
-            Refusal::CannotTell {
-                label: Some(l.clone()),
-                why: Unknowable::NoBirthTimes,
-            },
-            Refusal::CannotTell {
-                label: Some(l.clone()),
-                why: Unknowable::SeveralFileSystems("pg_wal is on another file system than the data directory".into()),
-            },
-            Refusal::Damaged {
-                reason: "The file is empty.".into(),
-                state: Some(Unknowable::NoRecord),
-            },
-            Refusal::Damaged {
-                reason: "The file is empty.".into(),
-                state: None,
-            },
-            Refusal::OwnChanged {
-                published: l.clone(),
-                change: "it has been emptied".into(),
-            },
-            Refusal::Recreated {
-                published: l.clone(),
-                holds: Holds::Published,
-            },
-            Refusal::Recreated {
-                published: l.clone(),
-                holds: Holds::Ours(l.clone()),
-            },
-            Refusal::Recreated {
-                published: l.clone(),
-                holds: Holds::Damaged("The file is empty.".into()),
-            },
-            Refusal::Unlocked {
-                label: l.clone(),
-                why: "\"pg_exclusive_backup.lock\" in the data directory is a directory".into(),
-                held: false,
-            },
-            Refusal::Unlocked {
-                label: l.clone(),
-                why: "another process holds it".into(),
-                held: true,
-            },
-            Refusal::NotRenamed {
-                label: l.clone(),
-                error: "could not rename file \"backup_label\" to \"backup_label.old\": Is a directory".into(),
-                blocking: Some("a directory"),
-            },
-            Refusal::NotRenamed {
-                label: l.clone(),
-                error: "could not rename file \"backup_label\" to \"backup_label.old\": Read-only file system".into(),
-                blocking: None,
-            },
-            Refusal::Internal,
-        ];
-        for r in &all {
-            let t = texts(r);
-            assert!(!t.message.is_empty() && !t.message.ends_with('.'), "{t:?}");
-            assert!(t.detail.ends_with('.') && t.hint.ends_with('.'), "{t:?}");
-            for text in [&t.message, &t.detail, &t.hint] {
-                let words: Vec<&str> = text.split_whitespace().collect();
-                assert!(words.windows(2).all(|w| w[0] != w[1]), "a doubled word: {text}");
-                assert!(text.matches(" but ").count() <= 1, "{text}");
-                assert!(!text.contains(".."), "{text}");
-            }
-        }
-        // The advice names the file at fault.
-        let t = texts(&all[13]);
-        assert!(
-            t.detail
-                .starts_with("\"backup_label.old\" in the data directory is a directory."),
-            "{t:?}"
-        );
-        assert_eq!(
-            t.hint,
-            "Move \"backup_label.old\" out of the data directory and start the server again."
-        );
-        let t = texts(&all[11]);
-        assert!(
-            t.message.contains("pg_exclusive_backup.lock") && !t.message.contains("cannot tell"),
-            "{t:?}"
-        );
-        // Where a restore copied in place may be the cause, the hint says
-        // never to do that.
-        for r in [&all[7], &all[8]] {
-            assert!(texts(r)
-                .hint
-                .contains("restore the backup into an empty directory instead"));
-        }
     }
 }

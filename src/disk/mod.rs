@@ -28,6 +28,8 @@ use crate::verdict::Facts;
 mod restart;
 mod start;
 mod stop;
+#[cfg(test)]
+mod tests;
 
 #[cfg_attr(test, allow(unused_imports))]
 pub use restart::{control_file_head, settle_at_postmaster, AtPostmaster, Voided};

@@ -8,10 +8,13 @@ use std::time::Duration;
 
 use super::{now_micros, Between, Lock, Unlocked};
 use crate::error::Error;
-use crate::files::{self, data_dir, Entry, FileId, BACKUP_LABEL, BACKUP_LABEL_OLD, TABLESPACE_MAP, TABLESPACE_MAP_OLD};
+use crate::files::{
+    self, data_dir, Entry, FileId, BACKUP_LABEL, BACKUP_LABEL_OLD, CONTROL_FILE, TABLESPACE_MAP, TABLESPACE_MAP_OLD,
+};
 use crate::label::{BackupLabel, MAX_FILE_BYTES};
 use crate::record::{Record, MAX_STATE_BYTES, STATE_FILE};
-use crate::verdict::{self, LabelFile, Refusal, Unusable, Verdict, CONTROL_FILE};
+use crate::refusal::{Refusal, Unusable};
+use crate::verdict::{self, LabelFile, Verdict};
 
 /// What the postmaster saw, and its verdict.
 struct Look {

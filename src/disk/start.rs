@@ -6,11 +6,11 @@ use std::cell::Cell;
 
 use super::{facts, old_label, Between, Lock, LOCK_WAIT};
 use crate::error::{already_running, Error, Result};
-use crate::files::{self, data_dir, FileId, Prepared, Published, BACKUP_LABEL, TABLESPACE_MAP};
+use crate::files::{self, data_dir, FileId, Prepared, Published, BACKUP_LABEL, CONTROL_FILE, TABLESPACE_MAP};
 use crate::hooks;
 use crate::record::{Record, MAX_STATE_BYTES, STATE_FILE as STATE_FILE_NAME};
 use crate::shared;
-use crate::verdict::{self, CONTROL_FILE};
+use crate::verdict;
 
 /// One step of a start, and how it is undone.
 enum Step {

@@ -3,12 +3,11 @@
 
 use super::{now_micros, record, Between, Lock, BRIEF_LOCK_WAIT, LOCK_WAIT};
 use crate::error::{Error, Result, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
-use crate::files::{self, data_dir, BACKUP_LABEL, LOCK_FILE, TABLESPACE_MAP};
+use crate::files::{self, data_dir, BACKUP_LABEL, CONTROL_FILE, LOCK_FILE, TABLESPACE_MAP};
 use crate::hooks;
 use crate::label::{Lsn, MAX_FILE_BYTES};
 use crate::record::{Record, STATE_FILE};
 use crate::shared;
-use crate::verdict::CONTROL_FILE;
 
 /// What a claim found.
 pub enum Claim {
