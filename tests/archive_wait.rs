@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::proof::*;
 use common::*;
 use postgres::error::{DbError, SqlState};
 use postgres::types::PgLsn;
@@ -50,20 +51,6 @@ fn messages(heard: &Heard) -> Vec<String> {
         .filter(|(_, m, _)| m != "pg_exclusive_backup is not in shared_preload_libraries")
         .map(|(s, m, _)| format!("{s}: {m}"))
         .collect()
-}
-
-fn archiving_cluster(command: &str, mode: &str) -> (Cluster, std::path::PathBuf) {
-    let mut c = Cluster::init(&["full_page_writes = off", &format!("archive_mode = {mode}")]);
-    let archive = c.make_dir("archive");
-    c.append_conf(&[&format!(
-        "archive_command = '{}'",
-        command.replace("ARCHIVE", &archive.display().to_string())
-    )]);
-    c.start();
-    c.create_extension();
-    let mut s = c.connect();
-    create_fpi_probe(&mut s);
-    (c, archive)
 }
 
 /// The two files the stop waits for: the WAL segment holding the last byte

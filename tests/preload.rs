@@ -192,10 +192,19 @@ fn copies_are_consistent_only_at_the_end_of_the_backup() {
     standby.write("standby.signal", b"");
     let out = standby.pg_ctl_for(10, &["start", "-W"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_until("the standby to start replaying", Duration::from_secs(60), || {
-        standby.log().contains("redo starts at")
+    // It has replayed all the WAL the copy holds once it logs where that
+    // WAL ends; it waits for more from there.
+    wait_until("the standby to replay the copy's WAL", Duration::from_secs(60), || {
+        let log = standby.log();
+        log.contains("redo starts at")
+            && [
+                "invalid record length at",
+                "invalid magic number",
+                "incorrect prev-link",
+            ]
+            .iter()
+            .any(|end| log.contains(end))
     });
-    std::thread::sleep(Duration::from_secs(2));
     let refused = postgres::Config::new()
         .host("127.0.0.1")
         .port(standby.port())

@@ -298,12 +298,17 @@ fn the_readme_metrics_query_reads_the_status() {
     let mut m = c.connect_as("collector", "postgres");
     assert_eq!(metrics(&mut m), (0, 0.0, None));
     start_backup(&mut admin, "metrics");
-    std::thread::sleep(Duration::from_millis(1200));
+    // The duration grows with the clock.
+    wait_until("a second of backup", Duration::from_secs(30), || {
+        metrics(&mut m).1 >= 1.0
+    });
     let (running, duration, age) = metrics(&mut m);
     assert_eq!((running, age), (1, None));
     assert!((1.0..60.0).contains(&duration), "{duration}");
     stop_backup(&mut admin, false);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the stop to age", Duration::from_secs(30), || {
+        metrics(&mut m).2.is_some_and(|a| a >= 0.4)
+    });
     let (running, duration, age) = metrics(&mut m);
     assert_eq!((running, duration), (0, 0.0));
     assert!(age.is_some_and(|a| (0.4..60.0).contains(&a)), "{age:?}");

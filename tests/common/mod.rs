@@ -841,6 +841,7 @@ pub fn probed_cluster(settings: &[&str]) -> (Cluster, Client) {
     let c = Cluster::with_extension(&all);
     let mut s = c.connect();
     create_fpi_probe(&mut s);
+    assert_no_forced_fpi(&mut s, "before the test");
     (c, s)
 }
 

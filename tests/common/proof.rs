@@ -1,5 +1,4 @@
-//! The part of the harness the "proof under fire" tests (tests/proof_*.rs)
-//! use on top of the cluster basics in mod.rs: stopping in a given mode, a
+//! The part of the harness that goes beyond the cluster basics in mod.rs: stopping in a given mode, a
 //! start that may fail, data checksums, pgbench load, marker rows, crash
 //! log reading. A test uses both with `use common::*; use common::proof::*;`.
 #![allow(dead_code)]
@@ -17,7 +16,10 @@ use postgres::error::SqlState;
 use postgres::types::PgLsn;
 use postgres::{Client, Config, NoTls};
 
-use super::{install, parse_lsn, wait_until, Cluster};
+use super::{
+    assert_forced_fpi, assert_no_forced_fpi, create_fpi_probe, in_backup, install, parse_lsn, start_backup_with,
+    stop_backup, wait_until, Cluster,
+};
 
 pub const NOT_READY: &SqlState = &SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE;
 
@@ -346,6 +348,95 @@ pub fn walfile_of(c: &mut Client, lsn: u64) -> String {
         .get(0)
 }
 
+/// No backup left behind, by any measure: no file a backup leaves, none
+/// counted, no full-page writes forced.
+#[track_caller]
+pub fn assert_no_backup(c: &Cluster, s: &mut Client, when: &str) {
+    assert_eq!(backup_files(c), Vec::<String>::new(), "{when}");
+    assert!(!in_backup(s), "{when}: pg_is_in_backup() is true");
+    assert_no_forced_fpi(s, when);
+}
+
+/// The invariant once nothing runs: no label in place (a renamed one may
+/// be there), no backup counted, no full-page writes forced, no crash or
+/// unclean line in the log.
+#[track_caller]
+pub fn assert_quiet(c: &Cluster, s: &mut Client, when: &str) {
+    assert!(!c.exists("backup_label"), "{when}: backup_label is there");
+    assert!(!in_backup(s), "{when}: pg_is_in_backup() is true");
+    assert_no_forced_fpi(s, when);
+    c.assert_log_clean();
+}
+
+/// The probe sees full-page images during a backup and none outside one.
+pub fn probe_works(s: &mut Client) {
+    assert_no_forced_fpi(s, "before any backup");
+    start_backup_with(s, "probe", true);
+    assert_forced_fpi(s, "during a backup");
+    stop_backup(s, false);
+    assert_no_forced_fpi(s, "after a backup");
+}
+
+/// A start and a stop still work, and leave no backup behind.
+#[track_caller]
+pub fn backup_works(c: &Cluster, s: &mut Client, label: &str) {
+    start_backup_with(s, label, true);
+    assert!(in_backup(s));
+    stop_backup(s, false);
+    assert_no_backup(c, s, &format!("after backup {label:?}"));
+}
+
+/// Waits until backend `pid` has left pg_stat_activity.
+pub fn wait_backend_gone(c: &mut Client, pid: i32) {
+    wait_until("the backend to exit", Duration::from_secs(20), || {
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .unwrap()
+            .get(0);
+        n == 0
+    });
+}
+
+/// The pid in the log line that announces a test pause at `point` (after
+/// byte `from` of the log), once it is there.
+pub fn paused_pid(c: &Cluster, point: &str, from: usize) -> i32 {
+    let needle = format!("test pause at {point}");
+    let mut pid = 0;
+    wait_until(&format!("the pause at {point}"), Duration::from_secs(30), || {
+        let log = c.log();
+        if let Some(line) = log[from.min(log.len())..].lines().find(|l| l.contains(&needle)) {
+            pid = line
+                .split('[')
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            true
+        } else {
+            false
+        }
+    });
+    assert!(pid > 0, "no pid in the pause line");
+    pid
+}
+
+/// A running cluster with the extension, the probe, `archive_mode = mode`
+/// and `command` as archive_command, in which ARCHIVE names `archive/`
+/// beside the data directory (returned) and ROOT that directory's parent.
+pub fn archiving_cluster(command: &str, mode: &str) -> (Cluster, PathBuf) {
+    let mut c = Cluster::init(&["full_page_writes = off", &format!("archive_mode = {mode}")]);
+    let archive = c.make_dir("archive");
+    let command = command
+        .replace("ARCHIVE", &archive.display().to_string())
+        .replace("ROOT", &c.root().display().to_string());
+    c.append_conf(&[&format!("archive_command = '{command}'")]);
+    c.start();
+    c.create_extension();
+    let mut s = c.connect();
+    create_fpi_probe(&mut s);
+    (c, archive)
+}
+
 /// Names in the data directory that a backup may leave behind.
 pub fn backup_files(c: &Cluster) -> Vec<String> {
     let mut v = c.names_starting_with("backup_label");
@@ -353,10 +444,6 @@ pub fn backup_files(c: &Cluster) -> Vec<String> {
     v
 }
 
-/// "pg_exclusive_backup start" workers listed in pg_stat_activity. The
-/// worker never connects to a database, so the server does not list it
-/// there at all (contrary to the README): this count is always 0 and
-/// proves nothing on its own; see [`start_workers_of`].
 /// The name pg_stat_activity shows for a wait event that was renamed when
 /// 17 began generating the names ("BgWorkerShutdown" became
 /// "BgworkerShutdown").
@@ -368,17 +455,10 @@ pub fn bgworker_shutdown_event() -> &'static str {
     }
 }
 
-pub fn start_workers_in_activity(c: &mut Client) -> i64 {
-    c.query_one(
-        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_exclusive_backup start'",
-        &[],
-    )
-    .unwrap()
-    .get(0)
-}
-
 /// PIDs of live processes titled "pg_exclusive_backup start for PID
 /// <backend>", the worker pg_start_backup in backend `backend` launched.
+/// (pg_stat_activity does not list the worker: it never connects to a
+/// database.)
 pub fn start_workers_of(backend: i32) -> Vec<i32> {
     let wanted = format!("pg_exclusive_backup start for PID {backend}");
     fs::read_dir("/proc")

@@ -1,18 +1,13 @@
-//! Proof under fire, parts 2 and 3: the server goes down while an exclusive
-//! backup runs (immediate stop, a backend killed with SIGKILL, a clean fast
-//! or smart shutdown) and is started again.
-//!
-//! What a DBA sees: the server treats backup_label as a restored backup's
-//! label, starts recovery at the checkpoint it names and renames it to
-//! backup_label.old (and tablespace_map to tablespace_map.old); the backup
-//! is over, pg_stop_backup says it was interrupted, a new one can start.
-//! If the WAL from that checkpoint on has been recycled, the server cannot
-//! start until backup_label is moved away, as the README tells DBAs to do
-//! on the primary.
+//! Without preload mode, the server crashed, killed or shut down during a
+//! backup: what it does at its next start (it takes the label for a
+//! restored backup's), what pg_stop_backup() then says, and when the
+//! label must be moved by hand.
 
 mod common;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
+
 use std::time::{Duration, Instant};
 
 use common::proof::*;
@@ -118,6 +113,27 @@ fn assert_backup_interrupted(c: &Cluster, s: &mut Client, b: &Running, log_from:
     stop_backup(s, false);
     assert_eq!(backup_files(c).iter().filter(|n| !n.ends_with(".old")).count(), 0);
     assert_no_forced_fpi(s, "after the new backup");
+}
+
+fn shutdown_during_backup(mode: &str) {
+    let (mut c, mut s) = crash_cluster(&[], true);
+    let b = running_backup(&c, &mut s, &format!("{mode} shutdown"));
+    assert_forced_fpi(&mut s, "during the backup");
+    // A smart shutdown waits for every session to end.
+    drop(s);
+    let t = Instant::now();
+    stop_mode(&c, mode);
+    eprintln!("pg_ctl stop -m {mode} took {:.2}s", secs(t));
+    assert!(t.elapsed() < Duration::from_secs(20));
+    // No shutdown mode touches the label on 15 and later.
+    assert_eq!(c.read_string("backup_label").as_deref(), Some(b.label.as_str()));
+    let from = log_len(&c);
+    c.start();
+    let mut s = c.connect();
+    let log = log_since(&c, from);
+    assert!(log.contains("database system was shut down at"), "{log}");
+    assert_backup_interrupted(&c, &mut s, &b, from);
+    assert_log_has_no_crash(&c);
 }
 
 /// 2(a): `pg_ctl stop -m immediate` right after pg_start_backup.
@@ -271,27 +287,6 @@ fn backend_killed_during_backup() {
     assert_no_crash(&c.log(), &[&killed]);
 }
 
-fn shutdown_during_backup(mode: &str) {
-    let (mut c, mut s) = crash_cluster(&[], true);
-    let b = running_backup(&c, &mut s, &format!("{mode} shutdown"));
-    assert_forced_fpi(&mut s, "during the backup");
-    // A smart shutdown waits for every session to end.
-    drop(s);
-    let t = Instant::now();
-    stop_mode(&c, mode);
-    eprintln!("pg_ctl stop -m {mode} took {:.2}s", secs(t));
-    assert!(t.elapsed() < Duration::from_secs(20));
-    // No shutdown mode touches the label on 15 and later.
-    assert_eq!(c.read_string("backup_label").as_deref(), Some(b.label.as_str()));
-    let from = log_len(&c);
-    c.start();
-    let mut s = c.connect();
-    let log = log_since(&c, from);
-    assert!(log.contains("database system was shut down at"), "{log}");
-    assert_backup_interrupted(&c, &mut s, &b, from);
-    assert_log_has_no_crash(&c);
-}
-
 /// 3: clean shutdown, fast mode.
 #[test]
 fn fast_shutdown_during_backup() {
@@ -302,4 +297,51 @@ fn fast_shutdown_during_backup() {
 #[test]
 fn smart_shutdown_during_backup() {
     shutdown_during_backup("smart");
+}
+
+#[test]
+fn restart_interrupts_the_backup() {
+    let mut c = Cluster::with_extension(&["full_page_writes = off"]);
+    let mut s = c.connect();
+    create_fpi_probe(&mut s);
+    start_backup(&mut s, "cut short");
+    drop(s);
+    c.restart();
+    let mut s = c.connect();
+    // The server took the label over at startup, as if restoring a backup.
+    assert!(!c.exists("backup_label"));
+    assert_eq!(
+        field(&c.read_string("backup_label.old").expect("backup_label.old"), "LABEL"),
+        Some("cut short")
+    );
+    assert!(!in_backup(&mut s));
+    assert_eq!(start_time_in(&mut s, "UTC"), None);
+    let e = db_error(s.query_one("SELECT pg_stop_backup(false)", &[]), NOT_READY);
+    assert_eq!(e.message(), "exclusive backup not in progress");
+    let d = e.detail().unwrap_or_default();
+    assert!(
+        d.contains("\"cut short\"") && d.contains("backup_label.old"),
+        "detail: {d:?}"
+    );
+    assert_no_forced_fpi(&mut s, "after the restart");
+    // The extension tells a later change of the data directory from the
+    // rename by its mtime, 50 ms after the renamed label's ctime at the
+    // latest: the next backup must come later than that.
+    let renamed = fs::symlink_metadata(c.path("backup_label.old")).unwrap();
+    let renamed_ns = renamed.ctime() as i128 * 1_000_000_000 + renamed.ctime_nsec() as i128;
+    wait_until("the clock to pass the rename by 100 ms", Duration::from_secs(5), || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        now.as_nanos() as i128 > renamed_ns + 100_000_000
+    });
+    start_backup(&mut s, "after the restart");
+    stop_backup(&mut s, false);
+    // Once another backup ran, the old label no longer explains anything.
+    let e = db_error(s.query_one("SELECT pg_stop_backup(false)", &[]), NOT_READY);
+    assert_eq!(e.message(), "exclusive backup not in progress");
+    assert_eq!(e.detail(), None);
+    assert_eq!(c.names_starting_with("backup_label"), ["backup_label.old"]);
+    assert!(!c.exists("tablespace_map"));
+    c.assert_log_clean();
 }

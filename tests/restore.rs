@@ -1,12 +1,11 @@
-//! Proof under fire, part 1: an exclusive backup taken with a plain file
-//! copy while pgbench and a marker writer keep the primary busy restores
-//! into a consistent, complete, verifiable cluster, with its tablespace
-//! remapped through tablespace_map and its WAL fetched from the archive.
+//! Copies taken during a backup under load, restored with the archive:
+//! recovery reaches the backup's end and the data are consistent
+//! (pgbench balances, marker rows, amcheck), and a recovery target inside
+//! the backup window cannot be promoted.
 
 mod common;
 
 use std::fs;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::proof::*;
@@ -67,7 +66,11 @@ fn backup_and_restore_under_load(v: Variant) {
     // Load throughout: pgbench with 3 clients and the marker writer.
     let mut load = Pgbench::start(&primary, 3, 600);
     let mut marker = Marker::start(&primary, None);
-    thread::sleep(Duration::from_secs(2));
+    let history =
+        |s: &mut postgres::Client| -> i64 { s.query_one("SELECT count(*) FROM pgbench_history", &[]).unwrap().get(0) };
+    wait_until("the load to get going", Duration::from_secs(60), || {
+        history(&mut s) > 100 && marker.last() > 20
+    });
     assert!(load.running(), "pgbench ended early:\n{}", load.output());
     let history_before: i64 = s.query_one("SELECT count(*) FROM pgbench_history", &[]).unwrap().get(0);
 
@@ -100,7 +103,10 @@ fn backup_and_restore_under_load(v: Variant) {
     );
     assert!(backup.join("data/backup_label").exists());
     assert!(!backup.join("data/postmaster.pid").exists());
-    thread::sleep(Duration::from_millis(500));
+    // More load between the copy and the stop.
+    wait_until("more marker rows after the copy", Duration::from_secs(60), || {
+        marker.last() > marker_after_copy + 20
+    });
 
     // Everything committed before pg_stop_backup is called must come back.
     let committed = marker_state(&mut s, None);
@@ -127,7 +133,9 @@ fn backup_and_restore_under_load(v: Variant) {
     );
     assert!(history_after > history_before + 50, "pgbench made no progress");
     // Some more load after the stop, then quiet.
-    thread::sleep(Duration::from_millis(500));
+    wait_until("more load after the stop", Duration::from_secs(60), || {
+        history(&mut s) > history_after + 20
+    });
     assert!(load.running(), "pgbench ended early:\n{}", load.output());
     load.finish();
     let last = marker.finish();
@@ -423,26 +431,64 @@ fn restore_target_inside_the_backup_window_cannot_be_promoted() {
         // promoted from an incomplete backup.
         let _ = r.batch_execute("SELECT pg_wal_replay_resume()");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !inside.log().contains("WAL ends before end of online backup") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "ending recovery inside the backup window was not refused:\n{}",
-            inside.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut down = false;
-    for _ in 0..100 {
-        if postgres::Client::connect(&conninfo, postgres::NoTls).is_err() {
-            down = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(
-        down,
-        "the server is still up after refusing to end recovery:\n{}",
-        inside.log()
+    wait_until(
+        "ending recovery inside the backup window to be refused",
+        Duration::from_secs(60),
+        || inside.log().contains("WAL ends before end of online backup"),
     );
+    wait_until(
+        "the server refusing to end recovery to go down",
+        Duration::from_secs(10),
+        || postgres::Client::connect(&conninfo, postgres::NoTls).is_err(),
+    );
+}
+
+#[test]
+fn copied_data_directory_restores_from_the_archive() {
+    let (c, archive) = archiving_cluster("if [ -f \"ROOT/slow\" ]; then sleep 3; fi; cp %p \"ARCHIVE/%f\"", "on");
+    let mut s = c.connect();
+    s.batch_execute("CREATE TABLE t (note text); INSERT INTO t VALUES ('before')")
+        .unwrap();
+    start_backup(&mut s, "file copy");
+    s.batch_execute("INSERT INTO t VALUES ('during, before the copy')")
+        .unwrap();
+    let mut restored = Cluster::from_copy(
+        c.data_dir(),
+        &[
+            "archive_mode = off",
+            &format!("restore_command = 'cp \"{}/%f\" %p'", archive.display()),
+        ],
+    );
+    s.batch_execute("INSERT INTO t VALUES ('during, after the copy')")
+        .unwrap();
+    let (mut stopper, _) = c.connect_with_notices();
+    stop_backup(&mut stopper, true);
+
+    restored.write("recovery.signal", b"");
+    restored.start();
+    let mut r = restored.connect();
+    wait_until(
+        "the restored cluster to finish recovery",
+        Duration::from_secs(60),
+        || {
+            !r.query_one("SELECT pg_is_in_recovery()", &[])
+                .unwrap()
+                .get::<_, bool>(0)
+        },
+    );
+    let notes: Vec<String> = r
+        .query("SELECT note FROM t ORDER BY note", &[])
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(notes, ["before", "during, after the copy", "during, before the copy"]);
+    assert!(!restored.exists("backup_label"));
+    let old = restored.read_string("backup_label.old").expect("backup_label.old");
+    assert_eq!(field(&old, "LABEL"), Some("file copy"));
+    assert!(!in_backup(&mut r));
+    r.batch_execute("INSERT INTO t VALUES ('writable')").unwrap();
+    // The copy was taken from a running server: its pg_control says so.
+    restored.assert_log_clean_except(&["database system was interrupted"]);
+    c.assert_log_clean();
 }
