@@ -244,7 +244,22 @@ fn write_exports_header(out_dir: &Path) {
         "/* Written by build.rs from src/lib.rs: the Rust functions the shim calls. */\n\
          #ifndef PEB_EXPORTS_H\n#define PEB_EXPORTS_H\n\n",
     );
-    let mut rest = lib.as_str();
+    // Comments are left out; a callback the scan cannot read (another ABI,
+    // `unsafe`) fails the build here, and one it misses fails the shim's
+    // compile (implicit declarations are errors).
+    let code: String = lib
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for odd in ["extern \"C-unwind\" fn peb_", "unsafe extern \"C\" fn peb_"] {
+        if code.contains(odd) {
+            fail(&format!(
+                "src/lib.rs: write the shim's callbacks as `pub extern \"C\" fn peb_...`, not {odd}"
+            ));
+        }
+    }
+    let mut rest = code.as_str();
     while let Some(at) = rest.find("pub extern \"C\" fn peb_") {
         rest = &rest[at + "pub extern \"C\" fn ".len()..];
         let open = rest

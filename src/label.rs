@@ -182,7 +182,8 @@ pub enum Kind {
 
 /// Sorts `content` into a [`Kind`]. Another writer's label is told by the
 /// lines every server and pg_rewind write, in their order, and a final
-/// newline; anything short of that which is not ours is damaged.
+/// newline, without the START EPOCH line only pg_start_backup writes;
+/// anything else that is not ours is damaged.
 pub fn kind(content: &[u8]) -> Kind {
     let err = match parse(content) {
         Ok(l) => return Kind::Ours(l),
@@ -196,6 +197,9 @@ pub fn kind(content: &[u8]) -> Kind {
             && lines[1].starts_with(b"CHECKPOINT LOCATION: ")
             && has(b"BACKUP METHOD: ")
             && has(b"START TIME: ")
+            // Only pg_start_backup writes that line: with it, a label of
+            // ours, damaged.
+            && !has(format!("{START_EPOCH_KEY}: ").as_bytes())
     };
     if whole {
         Kind::Other
@@ -556,6 +560,15 @@ START TIMELINE: 1\n";
         let mut padded = o.clone();
         padded.resize(MAX_FILE_BYTES + 1, b'\n');
         assert!(matches!(kind(&padded), Kind::Damaged(_)));
+        // Ours with a line appended or a byte changed: damaged, not another
+        // writer's.
+        let mut appended = o.clone();
+        appended.push(b'\n');
+        assert!(matches!(kind(&appended), Kind::Damaged(_)));
+        let changed = String::from_utf8(o.clone())
+            .unwrap()
+            .replace("pg_start_backup", "pg_start_backuP");
+        assert!(matches!(kind(changed.as_bytes()), Kind::Damaged(_)));
     }
 
     #[test]

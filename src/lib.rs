@@ -163,8 +163,11 @@ mod exports {
         fn default() -> Judged {
             Judged(Some(crate::refusal::Texts {
                 message: "pg_exclusive_backup failed while checking backup_label".into(),
-                detail: String::new(),
-                hint: String::new(),
+                detail: "An internal error of pg_exclusive_backup stopped the check.".into(),
+                hint: "If this data directory is a restored backup, create recovery.signal in it; if it is the \
+                       primary that was running an exclusive backup, rename backup_label to backup_label.old. \
+                       Then start the server again, and report the error."
+                    .into(),
             }))
         }
     }

@@ -29,8 +29,20 @@ pub enum Refusal {
     /// label. `state`: what keeps the record from saying whose file it is;
     /// `None` when it says the file is a restored copy's.
     Damaged { reason: String, state: Option<Unknowable> },
+    /// backup_label cannot be read (`why` ends a sentence that begins
+    /// with "It"); `published`: the label this primary published, when its
+    /// identity says it is that file.
+    Unreadable {
+        why: Unusable,
+        published: Option<BackupLabel>,
+    },
     /// This primary's own label file, changed since it was published.
     OwnChanged { published: BackupLabel, change: String },
+    /// This primary's own label file, rewritten in place with a whole
+    /// label of another writer's (`method`: its BACKUP METHOD).
+    OwnOverwritten { published: BackupLabel, method: String },
+    /// This primary's own label file beside another global/pg_control.
+    OwnLabelOtherControl { published: BackupLabel },
     /// A new label file beside this primary's own pg_control.
     Recreated { published: BackupLabel, holds: Holds },
     /// This primary's own label, which the lock file kept from being
@@ -71,6 +83,8 @@ pub enum Unknowable {
     NoBirthTimes,
     SeveralFileSystems(String),
     LabelUnreadable(String),
+    /// The record names pg_control, which cannot be examined now.
+    ControlUnreadable,
 }
 
 /// A refusal as the FATAL the postmaster raises.
@@ -118,6 +132,10 @@ fn unknowable(why: &Unknowable) -> String {
              file systems, which only recovery from the label makes consistent"
         ),
         Unknowable::LabelUnreadable(why) => why.clone(),
+        Unknowable::ControlUnreadable => format!(
+            "\"{CONTROL_FILE}\" cannot be examined, so whether this is the data directory that published it \
+             cannot be told"
+        ),
     }
 }
 
@@ -156,16 +174,67 @@ pub fn texts(refusal: &Refusal) -> Texts {
             message: format!("\"{BACKUP_LABEL}\" is not a valid backup label"),
             detail: match state {
                 Some(why) => format!("{reason} Whose file it is cannot be told: {}.", unknowable(why)),
-                None => format!(
-                    "{reason} It is not the file this server published, and \"{CONTROL_FILE}\" is not this \
-                     server's either: this is a restored copy whose label was damaged."
-                ),
+                None => format!("{reason} It is not the file this server published: a restored copy's label, damaged."),
             },
             hint: format!(
                 "If this data directory is a restored backup, copy \"{BACKUP_LABEL}\" (and \"{TABLESPACE_MAP}\") \
                  from the backup again and start the server again. {}{}",
                 void_on_primary("it is the primary that was running an exclusive backup"),
                 move_state_file(state.as_ref())
+            ),
+        },
+        Refusal::Unreadable { why, published } => Texts {
+            message: if why.not_a_file {
+                format!("\"{BACKUP_LABEL}\" in the data directory is not a regular file")
+            } else {
+                format!("could not read \"{BACKUP_LABEL}\"")
+            },
+            detail: match published {
+                Some(l) => format!(
+                    "It {}. It is the file pg_start_backup() published for {}.",
+                    why.why,
+                    describe(l)
+                ),
+                None => format!("It {}. Whose file it is cannot be told without reading it.", why.why),
+            },
+            hint: if why.not_a_file {
+                format!(
+                    "pg_start_backup() only ever writes a regular file there. Move \"{BACKUP_LABEL}\" out of the \
+                     data directory and start the server again: on the primary that was running an exclusive \
+                     backup, that backup is void; on a restored backup, copy \"{BACKUP_LABEL}\" from the backup \
+                     again first."
+                )
+            } else {
+                format!(
+                    "Make \"{BACKUP_LABEL}\" readable by the operating system user the server runs as, and start \
+                     the server again."
+                )
+            },
+        },
+        Refusal::OwnOverwritten { published, method } => Texts {
+            message: format!("this server's own \"{BACKUP_LABEL}\" now holds another tool's backup label"),
+            detail: format!(
+                "It is the file pg_start_backup() published for {}, rewritten in place with a whole backup label \
+                 that says \"BACKUP METHOD: {}\" (pg_rewind writes its label that way).",
+                describe(published),
+                label::escape_non_ascii(method.as_bytes())
+            ),
+            hint: format!(
+                "If pg_rewind or a restore tool wrote it and this data directory is to recover from it, create \
+                 \"standby.signal\" (or \"recovery.signal\") in it and start the server again. {COPIED_IN_PLACE}"
+            ),
+        },
+        Refusal::OwnLabelOtherControl { published } => Texts {
+            message: format!("this server's own \"{BACKUP_LABEL}\" lies beside another \"{CONTROL_FILE}\""),
+            detail: format!(
+                "\"{BACKUP_LABEL}\" is the file pg_start_backup() published for {}, while \"{CONTROL_FILE}\" is \
+                 not the file this server had: a backup was copied over this data directory in place (rsync \
+                 replaces the files it changes, and keeps the others).",
+                describe(published)
+            ),
+            hint: format!(
+                "{COPIED_IN_PLACE} Do not rename \"{BACKUP_LABEL}\" here: crash recovery of such a mix would \
+                 corrupt the database silently."
             ),
         },
         Refusal::OwnChanged { published, change } => Texts {
@@ -346,6 +415,29 @@ START EPOCH: 1795575906\n";
                 blocking: None,
             },
             Refusal::Internal,
+            Refusal::Unreadable {
+                why: Unusable {
+                    why: "is a FIFO".into(),
+                    not_a_file: true,
+                },
+                published: Some(l.clone()),
+            },
+            Refusal::Unreadable {
+                why: Unusable {
+                    why: "cannot be opened: Permission denied".into(),
+                    not_a_file: false,
+                },
+                published: None,
+            },
+            Refusal::OwnOverwritten {
+                published: l.clone(),
+                method: "pg_rewind".into(),
+            },
+            Refusal::OwnLabelOtherControl { published: l.clone() },
+            Refusal::CannotTell {
+                label: Some(l.clone()),
+                why: Unknowable::ControlUnreadable,
+            },
         ];
         for r in &all {
             let t = texts(r);

@@ -111,7 +111,8 @@ pub fn status(fcinfo: FunctionCallInfo) -> Result<Datum> {
         // the same for a moment; both happen under the lock, which starts
         // and stops hold for milliseconds. Looked at again with the lock
         // held, if it comes free within two seconds; otherwise (or if it
-        // cannot be taken at all) what was seen.
+        // cannot be taken at all) what was seen. A cancel during that wait
+        // ends the call, as any cancel does.
         if let Some(again) = disk::settled(&mut server::pause_for_lock, look)? {
             seen = again?;
         }

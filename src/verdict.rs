@@ -39,7 +39,7 @@ pub struct LabelFile<'a> {
     pub size: u64,
     /// Its first bytes (at most one more than a label can have), or why
     /// they could not be read.
-    pub content: Result<&'a [u8], String>,
+    pub content: Result<&'a [u8], Unusable>,
 }
 
 /// What the postmaster found in the data directory.
@@ -174,6 +174,17 @@ fn ours(kind: &Kind) -> Option<BackupLabel> {
     }
 }
 
+/// What the record says of global/pg_control now.
+enum Control {
+    /// Compared with the identity recorded: `None` when only birth times
+    /// could tell and one is unknown.
+    Compared(Option<bool>),
+    /// Recorded, but pg_control cannot be examined now.
+    Unreadable,
+    /// A record written before pg_control's identity was kept.
+    NotRecorded,
+}
+
 pub fn judge(found: &Found) -> Verdict {
     if found.signal_file {
         return Verdict::Recovery;
@@ -181,12 +192,23 @@ pub fn judge(found: &Found) -> Verdict {
     let Some(file) = &found.label else {
         return Verdict::NoLabel;
     };
+    let record = record_of(found);
     let content = match &file.content {
         Ok(c) => *c,
-        Err(why) => return cannot_tell(None, Unknowable::LabelUnreadable(format!("it cannot be read: {why}"))),
+        Err(unreadable) => {
+            // Its identity may still say whose it is.
+            let published = match (&record, &file.id) {
+                (Ok((r, l)), Ok(id)) if id.same_file(r.label_file) == Some(true) => Some(l.clone()),
+                _ => None,
+            };
+            return Verdict::Refuse(Refusal::Unreadable {
+                why: unreadable.clone(),
+                published,
+            });
+        }
     };
     let kind = label::kind(content);
-    let (record, published) = match record_of(found) {
+    let (record, published) = match record {
         Ok(r) => r,
         Err(state) => {
             return match kind {
@@ -208,51 +230,87 @@ pub fn judge(found: &Found) -> Verdict {
             )
         }
     };
+    let control = match (record.control_file, found.control_file) {
+        (Some(then), Some(now)) => Control::Compared(then.same_file(now)),
+        (Some(_), None) => Control::Unreadable,
+        (None, _) => Control::NotRecorded,
+    };
+    // A whole label of another writer's: neither ours nor ours cut short.
+    let foreign = matches!(kind, Kind::Other) && !record.label.starts_with(content);
     match id.same_file(record.label_file) {
         None => cannot_tell(ours(&kind), Unknowable::NoBirthTimes),
-        Some(true) if content == record.label.as_slice() && file.size == content.len() as u64 => {
-            match found.several_file_systems {
-                None => Verdict::Live(published),
-                Some(what) => cannot_tell(Some(published), Unknowable::SeveralFileSystems(what.to_string())),
+        // This primary's own label file, whatever it holds now.
+        Some(true) => match control {
+            Control::Compared(Some(false)) => Verdict::Refuse(Refusal::OwnLabelOtherControl { published }),
+            Control::Compared(None) => cannot_tell(Some(published), Unknowable::NoBirthTimes),
+            Control::Unreadable => cannot_tell(Some(published), Unknowable::ControlUnreadable),
+            Control::Compared(Some(true)) | Control::NotRecorded => {
+                if content == record.label.as_slice() && file.size == content.len() as u64 {
+                    match found.several_file_systems {
+                        None => Verdict::Live(published),
+                        Some(what) => cannot_tell(Some(published), Unknowable::SeveralFileSystems(what.to_string())),
+                    }
+                } else if foreign {
+                    Verdict::Refuse(Refusal::OwnOverwritten {
+                        published,
+                        method: backup_method(content),
+                    })
+                } else {
+                    Verdict::Refuse(Refusal::OwnChanged {
+                        change: change(&record.label, content, file.size),
+                        published,
+                    })
+                }
             }
-        }
-        Some(true) => Verdict::Refuse(Refusal::OwnChanged {
-            change: change(&record.label, content, file.size),
-            published,
-        }),
+        },
         Some(false) => {
+            if foreign {
+                return Verdict::NotOurs;
+            }
             let holds = match kind {
                 _ if content == record.label.as_slice() => Holds::Published,
                 Kind::Ours(l) => Holds::Ours(l),
                 Kind::Damaged(e) => Holds::Damaged(e.to_string()),
                 // Cut short, the label published here is no other writer's,
                 // whatever its remaining lines look like.
-                Kind::Other if record.label.starts_with(content) => Holds::Damaged(format!(
+                Kind::Other => Holds::Damaged(format!(
                     "It is the first {} of the {} bytes of the label published here.",
                     content.len(),
                     record.label.len()
                 )),
-                Kind::Other => return Verdict::NotOurs,
             };
-            let own_control = match (record.control_file, found.control_file) {
-                (Some(then), Some(now)) => then.same_file(now),
-                // A record written before pg_control's identity was kept.
-                _ => Some(false),
-            };
-            match (own_control, holds) {
-                (None, Holds::Published) => cannot_tell(Some(published), Unknowable::NoBirthTimes),
-                (None, Holds::Ours(l)) => cannot_tell(Some(l), Unknowable::NoBirthTimes),
-                (None, Holds::Damaged(reason)) => Verdict::Refuse(Refusal::Damaged {
+            let unknowable = |why: Unknowable, holds: Holds| match holds {
+                Holds::Published => cannot_tell(Some(published.clone()), why),
+                Holds::Ours(l) => cannot_tell(Some(l), why),
+                Holds::Damaged(reason) => Verdict::Refuse(Refusal::Damaged {
                     reason,
-                    state: Some(Unknowable::NoBirthTimes),
+                    state: Some(why),
                 }),
-                (Some(true), holds) => Verdict::Refuse(Refusal::Recreated { published, holds }),
-                (Some(false), Holds::Published) => Verdict::Copy(published),
-                (Some(false), Holds::Ours(l)) => Verdict::Copy(l),
-                (Some(false), Holds::Damaged(reason)) => Verdict::Refuse(Refusal::Damaged { reason, state: None }),
+            };
+            match control {
+                Control::Compared(Some(true)) => Verdict::Refuse(Refusal::Recreated {
+                    published: published.clone(),
+                    holds,
+                }),
+                Control::Compared(None) => unknowable(Unknowable::NoBirthTimes, holds),
+                Control::Unreadable => unknowable(Unknowable::ControlUnreadable, holds),
+                Control::Compared(Some(false)) | Control::NotRecorded => match holds {
+                    Holds::Published => Verdict::Copy(published),
+                    Holds::Ours(l) => Verdict::Copy(l),
+                    Holds::Damaged(reason) => Verdict::Refuse(Refusal::Damaged { reason, state: None }),
+                },
             }
         }
     }
+}
+
+/// What a label's BACKUP METHOD line says.
+fn backup_method(content: &[u8]) -> String {
+    content
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"BACKUP METHOD: "))
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .unwrap_or_default()
 }
 
 /// How `now` (the file's first bytes; `size` in all) differs from
@@ -802,25 +860,111 @@ START EPOCH: 1795575906\n";
                 ..
             }
         ));
-        // Unreadable.
+        // Unreadable, or not a file: refused, and said whose file it is
+        // when its identity tells.
+        let unreadable = |id: FileId, not_a_file: bool| {
+            refusal(judge(&Found {
+                signal_file: false,
+                label: Some(LabelFile {
+                    id: Ok(id),
+                    size: 0,
+                    content: Err(Unusable {
+                        why: if not_a_file {
+                            "is a directory"
+                        } else {
+                            "cannot be opened: Permission denied"
+                        }
+                        .into(),
+                        not_a_file,
+                    }),
+                }),
+                record: Some(Ok(&record(LIVE, Some(CONTROL)))),
+                control_file: Some(CONTROL),
+                several_file_systems: None,
+            }))
+        };
+        assert!(matches!(
+            unreadable(LIVE, false),
+            Refusal::Unreadable { published: Some(_), .. }
+        ));
+        assert!(matches!(
+            unreadable(FileId { ino: 9, ..LIVE }, true),
+            Refusal::Unreadable { published: None, .. }
+        ));
+        let t = texts(&unreadable(LIVE, false));
+        assert_eq!(t.message, "could not read \"backup_label\"");
+        assert!(
+            t.detail
+                .starts_with("It cannot be opened: Permission denied. It is the file"),
+            "{t:?}"
+        );
+        // pg_control recorded, but not to be examined now.
         let v = judge(&Found {
             signal_file: false,
             label: Some(LabelFile {
                 id: Ok(LIVE),
-                size: 0,
-                content: Err("could not open it: Permission denied".into()),
+                size: LABEL.len() as u64,
+                content: Ok(LABEL.as_bytes()),
             }),
             record: Some(Ok(&record(LIVE, Some(CONTROL)))),
-            control_file: Some(CONTROL),
+            control_file: None,
             several_file_systems: None,
         });
         assert!(matches!(
             refusal(v),
             Refusal::CannotTell {
-                label: None,
-                why: Unknowable::LabelUnreadable(_)
+                why: Unknowable::ControlUnreadable,
+                ..
             }
         ));
+    }
+
+    #[test]
+    fn the_primarys_own_label_beside_another_pg_control_refuses() {
+        let state = record(LIVE, Some(CONTROL));
+        // rsync over the crashed primary: the label kept (same size and
+        // time), pg_control replaced through a temporary file.
+        let replaced = FileId {
+            ino: 77,
+            birth: Some((1_795_576_300, 1)),
+            ..CONTROL
+        };
+        assert_eq!(
+            refusal(judged(LABEL.as_bytes(), LIVE, Some(&state), replaced)),
+            Refusal::OwnLabelOtherControl { published: published() }
+        );
+        let unknown = FileId { birth: None, ..CONTROL };
+        assert!(matches!(
+            refusal(judged(LABEL.as_bytes(), LIVE, Some(&state), unknown)),
+            Refusal::CannotTell {
+                why: Unknowable::NoBirthTimes,
+                ..
+            }
+        ));
+        // A record of version 2 cannot tell: the label is the primary's.
+        assert_eq!(
+            judged(LABEL.as_bytes(), LIVE, Some(&record(LIVE, None)), replaced),
+            Verdict::Live(published())
+        );
+        // pg_rewind's label written in place over the primary's own file.
+        let rewind = "START WAL LOCATION: 0/5000028 (file 000000020000000000000005)\n\
+                      CHECKPOINT LOCATION: 0/5000060\nBACKUP METHOD: pg_rewind\nBACKUP FROM: standby\n\
+                      START TIME: 2026-11-25 04:00:00 UTC\n";
+        assert_eq!(
+            refusal(judged(rewind.as_bytes(), LIVE, Some(&state), CONTROL)),
+            Refusal::OwnOverwritten {
+                published: published(),
+                method: "pg_rewind".into()
+            }
+        );
+        // A copy's label damaged, the record of version 2.
+        let v = judged(
+            b"START WAL",
+            FileId { ino: 9, ..LIVE },
+            Some(&record(LIVE, None)),
+            CONTROL,
+        );
+        assert!(matches!(refusal(v), Refusal::Damaged { state: None, .. }));
     }
 
     #[test]

@@ -199,7 +199,25 @@ fn the_primarys_own_label_edited_in_place_refuses_until_renamed() {
         rename_label(&c);
         starts_cleanly(&mut c);
     }
-    // A copy of the primary is still a copy, and is recovered as one.
+    // The copy's files rsync'ed over the crashed primary: plain rsync skips
+    // an unchanged label and replaces a changed pg_control through a
+    // temporary file. The label is the primary's own, pg_control is not:
+    // refused, and renaming the label is not the advice.
+    killed_during_a_backup(&c, "rsync over it");
+    let control = c.path("global/pg_control");
+    let staged = c.path("global/.pg_control.rsync");
+    fs::copy(taken.files.join("global/pg_control"), &staged).unwrap();
+    c.install().chown(&staged);
+    fs::rename(&staged, &control).unwrap();
+    refuses(
+        &c,
+        "this server's own \"backup_label\" lies beside another \"global/pg_control\"",
+        "a backup was copied over this data directory in place",
+        "restore the backup into an empty directory instead",
+    );
+    assert!(c.exists("backup_label"));
+    // As the hint says: the copy restored into an empty directory is a
+    // copy, and is recovered as one.
     let mut copy = restored(&c, &taken.files);
     recovers_as_a_copy(&mut copy, &taken);
 }

@@ -14,7 +14,8 @@
 //! Each takes the lock itself, and is undone by a guard unless it
 //! completes. Plain Rust: how a process waits for the lock is the caller's
 //! to say (a backend on its latch, the postmaster by sleeping), and the
-//! server's side of a transaction comes in as an undo step.
+//! server's side of a transaction comes in as an undo step. (In the test
+//! builds its delay points, hooks.rs, read a setting and sleep.)
 
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};

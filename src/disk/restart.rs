@@ -114,12 +114,18 @@ fn look(first_start: bool) -> Look {
         (Entry::NotAFile(kind), Some(id)) => Some(LabelFile {
             id: id.clone(),
             size: 0,
-            content: Err(format!("it is {kind}")),
+            content: Err(Unusable {
+                why: format!("is {kind}"),
+                not_a_file: true,
+            }),
         }),
         (Entry::Unreadable(why), Some(id)) => Some(LabelFile {
             id: id.clone(),
             size: 0,
-            content: Err(format!("it {why}")),
+            content: Err(Unusable {
+                why: why.clone(),
+                not_a_file: false,
+            }),
         }),
     };
     let record_entry = files::examine(data_dir(), STATE_FILE, MAX_STATE_BYTES);

@@ -158,8 +158,10 @@ pub fn publish(mut txn: Transaction, p: Publication, between: Between) -> Result
     }
     // Before the link: a label in place always has its record, even if the
     // postmaster is killed right after the link.
-    files::replace(data_dir(), STATE_FILE_NAME, &record.to_bytes())?;
+    // Pushed first: a rename that succeeds before a failed directory fsync
+    // is undone too (putting the old record back is right either way).
     txn.steps.push(Step::Record(before));
+    files::replace(data_dir(), STATE_FILE_NAME, &record.to_bytes())?;
     hooks::pause("worker_recorded");
     if p.files.label.link_exclusive()? == Published::AlreadyExists {
         return Err(raced());

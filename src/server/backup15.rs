@@ -1,6 +1,7 @@
 //! The backup API of PostgreSQL 15: the label text is the currency between
 //! start and stop.
 
+use std::cell::Cell;
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
 
@@ -17,7 +18,7 @@ use label15::{server_lines, server_start_time};
 /// Puts the server into backup mode (checkpoint included) and sets
 /// `entered` the moment it is: an error before that means the server has
 /// left backup mode again itself; one after it leaves that to the caller.
-pub fn start_backup(label: &CStr, fast: bool, entered: &mut bool) -> Result<Started> {
+pub fn start_backup(label: &CStr, fast: bool, entered: &Cell<bool>) -> Result<Started> {
     let label_ptr = label.as_ptr();
     // SAFETY: plain server calls; the closure owns nothing.
     let (labelfile, mapfile) = unsafe { guarded(|| (pg::makeStringInfo(), pg::makeStringInfo())) }?;
@@ -30,7 +31,7 @@ pub fn start_backup(label: &CStr, fast: bool, entered: &mut bool) -> Result<Star
             pg::do_pg_backup_start(label_ptr, fast, &mut tli, labelfile, &mut tablespaces, mapfile)
         })
     }?;
-    *entered = true;
+    entered.set(true);
     // SAFETY: both StringInfos were filled by the server.
     let (label_text, tablespace_map) = unsafe {
         (

@@ -1,6 +1,7 @@
 //! The backup API of PostgreSQL 16 and later: a BackupState struct is the
 //! currency between start and stop.
 
+use std::cell::Cell;
 use std::ffi::{c_char, CStr};
 use std::ptr;
 
@@ -13,7 +14,7 @@ use crate::label::{BackupLabel, Lsn};
 /// Puts the server into backup mode (checkpoint included) and sets
 /// `entered` the moment it is: an error before that means the server has
 /// left backup mode again itself; one after it leaves that to the caller.
-pub fn start_backup(label: &CStr, fast: bool, entered: &mut bool) -> Result<Started> {
+pub fn start_backup(label: &CStr, fast: bool, entered: &Cell<bool>) -> Result<Started> {
     let label_ptr = label.as_ptr();
     // SAFETY: plain server calls; the closure owns nothing.
     let (state, mapfile) = unsafe {
@@ -32,7 +33,7 @@ pub fn start_backup(label: &CStr, fast: bool, entered: &mut bool) -> Result<Star
             pg::do_pg_backup_start(label_ptr, fast, &mut tablespaces, state, mapfile);
         })
     }?;
-    *entered = true;
+    entered.set(true);
     // SAFETY: `state` was filled by the server; the closure owns nothing.
     let text = unsafe { guarded(move || pg::build_backup_content(state, false) as *const c_char) }?;
     // SAFETY: filled by the server above.

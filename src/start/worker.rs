@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::ffi::{c_void, CStr};
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use super::{c_text, copy_c, no_birth_times, Request, COMMIT, FAILED, PENDING, READY, STARTED};
@@ -148,12 +149,17 @@ fn start_here(req: &Request, left_in_place: &Cell<bool>) -> Result<()> {
         .map_err(|_| Error::new(INTERNAL_ERROR, "the start request's label is not terminated"))?
         .to_owned();
     let mut txn = Transaction::new(left_in_place);
-    let mut entered = false;
-    let started = server::start_backup(&label, req.fast, &mut entered);
-    if entered {
-        txn.on_undo(leave_backup_mode);
-    }
-    let started = started?;
+    // Registered before the server is asked, so that every way out of the
+    // call (a panic included) after the server has entered backup mode
+    // leaves it again.
+    let entered = Rc::new(Cell::new(false));
+    let in_backup_mode = entered.clone();
+    txn.on_undo(move || {
+        if in_backup_mode.get() {
+            leave_backup_mode();
+        }
+    });
+    let started = server::start_backup(&label, req.fast, &entered)?;
     // From here until the outcome is decided, nothing may interrupt us; a
     // terminate request is looked at explicitly below.
     let _held = InterruptsHeld::new();
