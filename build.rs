@@ -151,6 +151,7 @@ fn generate_bindings(server_inc: &Path, out_dir: &Path) {
             .allowlist_function("dsm_segment_handle")
             .allowlist_function("on_dsm_detach")
             .allowlist_function("before_shmem_exit")
+            .allowlist_function("proc_exit")
             .allowlist_function("GetBackgroundWorkerPid")
             .allowlist_function("TerminateBackgroundWorker")
             .allowlist_type("FunctionCallInfoBaseData")

@@ -61,3 +61,23 @@ CREATE OR REPLACE FUNCTION pg_catalog.pg_stop_backup(exclusive boolean, wait_for
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'peb_stop_backup_fourteen'
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE ROWS 1;
+
+-- The status gains its last column, deadline: changed in place as above,
+-- which keeps the function's and the view's grants; the view is then
+-- defined again over the longer row.
+UPDATE pg_catalog.pg_proc
+   SET proallargtypes = proallargtypes || 'pg_catalog.timestamptz'::pg_catalog.regtype::pg_catalog.oid,
+       proargmodes = proargmodes || 'o'::pg_catalog."char",
+       proargnames = proargnames || 'deadline'::pg_catalog.text
+ WHERE oid = 'pg_catalog.pg_exclusive_backup_status()'::pg_catalog.regprocedure
+   AND pg_catalog.array_length(proallargtypes, 1) = 21;
+
+CREATE OR REPLACE VIEW public.pg_exclusive_backup_status AS
+  SELECT * FROM pg_catalog.pg_exclusive_backup_status();
+
+-- Ends the running exclusive backup as void (see pg_exclusive_backup--1.2.sql).
+CREATE FUNCTION pg_catalog.pg_exclusive_backup_void()
+RETURNS text
+AS 'MODULE_PATHNAME', 'peb_void_backup'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+REVOKE EXECUTE ON FUNCTION pg_catalog.pg_exclusive_backup_void() FROM PUBLIC;

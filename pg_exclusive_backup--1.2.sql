@@ -95,7 +95,8 @@ CREATE FUNCTION pg_catalog.pg_exclusive_backup_status(
     OUT last_end_time timestamptz,
     OUT last_outcome text,
     OUT last_stopped_by text,
-    OUT last_completed_time timestamptz)
+    OUT last_completed_time timestamptz,
+    OUT deadline timestamptz)
 RETURNS record
 AS 'MODULE_PATHNAME', 'peb_status'
 LANGUAGE C STRICT VOLATILE PARALLEL SAFE;
@@ -109,3 +110,13 @@ REVOKE EXECUTE ON FUNCTION pg_catalog.pg_exclusive_backup_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_exclusive_backup_status() TO pg_monitor;
 REVOKE ALL ON public.pg_exclusive_backup_status FROM PUBLIC;
 GRANT SELECT ON public.pg_exclusive_backup_status TO pg_monitor;
+
+-- Ends the running exclusive backup as void, for a tool that knows its copy
+-- failed: the server leaves backup mode with no end-of-backup record for
+-- it, so that the copy can never be taken for a complete backup. Returns
+-- the backup's label.
+CREATE FUNCTION pg_catalog.pg_exclusive_backup_void()
+RETURNS text
+AS 'MODULE_PATHNAME', 'peb_void_backup'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE;
+REVOKE EXECUTE ON FUNCTION pg_catalog.pg_exclusive_backup_void() FROM PUBLIC;

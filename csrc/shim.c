@@ -24,6 +24,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -33,6 +34,7 @@
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/pg_lsn.h"
+#include "utils/resowner.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -281,7 +283,7 @@ peb_register_start_worker(uint32 handle, BackgroundWorkerHandle **out)
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_exclusive_backup");
 	/* Named after the request's layout: see start.rs, Request. */
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "peb_start_backup_worker_2");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "peb_start_backup_worker_3");
 	worker.bgw_main_arg = UInt32GetDatum(handle);
 	worker.bgw_notify_pid = MyProcPid;
 
@@ -399,6 +401,8 @@ peb_interrupt_holdoff(void)
  */
 static int	peb_label_method = PEB_METHOD_AUTO;
 static bool peb_require_preload = false;
+static int	peb_max_duration = 0;
+static int	peb_warn_duration = 0;
 
 static const struct config_enum_entry peb_label_methods[] = {
 	{"auto", PEB_METHOD_AUTO, false},
@@ -425,6 +429,16 @@ peb_define_settings(void)
 							 "Makes pg_start_backup refuse unless the library is in shared_preload_libraries.",
 							 NULL, &peb_require_preload, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_exclusive_backup.max_duration",
+							"Voids an exclusive backup that runs longer (preload mode); 0 turns it off.",
+							"Voided, the backup ends without the end-of-backup record, so a copy taken during it is never consistent.",
+							&peb_max_duration, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("pg_exclusive_backup.warn_duration",
+							"Logs a WARNING each time a running exclusive backup passes another multiple of it (preload mode); 0 turns it off.",
+							NULL,
+							&peb_warn_duration, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 #ifdef PEB_TEST_HOOKS
 	DefineCustomStringVariable("pg_exclusive_backup.test_pause", "Test builds only.", NULL,
 							   &peb_test_pause, "", PGC_SUSET, 0, NULL, NULL, NULL);
@@ -446,6 +460,116 @@ bool
 peb_require_preload_setting(void)
 {
 	return peb_require_preload;
+}
+
+int
+peb_max_duration_setting(void)
+{
+	return peb_max_duration;
+}
+
+int
+peb_warn_duration_setting(void)
+{
+	return peb_warn_duration;
+}
+
+/*
+ * Preload mode's standing worker: one, registered from _PG_init, started
+ * once recovery has finished and restarted by the postmaster a second
+ * after it exits. It serves pg_start_backup without a fork per start and
+ * enforces the durations (see src/standing.rs).
+ */
+void
+peb_register_standing_worker(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	snprintf(worker.bgw_name, BGW_MAXLEN, "pg_exclusive_backup");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "pg_exclusive_backup");
+	/* Connected to no database, but shown in pg_stat_activity. */
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 1;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "pg_exclusive_backup");
+	/* Named after its shared memory protocol: see lib.rs. */
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "peb_standing_worker_1");
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * The standing worker's cancel: SIGINT cancels the start it serves only if
+ * a caller asked for exactly that start (the word in shared memory names
+ * it, see src/shared.rs), so that a signal sent late never cancels the next
+ * request. A cancel becomes an ERROR at the server's next interrupt check,
+ * as a backend's does: the checkpoint wait of a start is one.
+ */
+static volatile uint32 *peb_cancel_word = NULL;
+static volatile uint32 peb_serving = 0;
+
+static void
+peb_standing_sigint(SIGNAL_ARGS)
+{
+	if (peb_cancel_word != NULL && peb_serving != 0 && *peb_cancel_word == peb_serving)
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
+}
+
+/* Where the standing worker's requests are worked on, reset after each. */
+static MemoryContext peb_worker_context = NULL;
+
+void
+peb_standing_worker_init(uint32 *cancel_word)
+{
+	peb_cancel_word = cancel_word;
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGINT, peb_standing_sigint);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	/* The server's stop writes files and WAL: it expects an owner. */
+	CurrentResourceOwner = ResourceOwnerCreate(NULL, "pg_exclusive_backup");
+	peb_worker_context = AllocSetContextCreate(TopMemoryContext,
+											   "pg_exclusive_backup standing worker",
+											   ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(peb_worker_context);
+}
+
+/* Frees what the last round of work allocated, and its error copies. */
+void
+peb_standing_worker_round(void)
+{
+	MemoryContextSwitchTo(peb_worker_context);
+	MemoryContextReset(peb_worker_context);
+	peb_reset_error_copies();
+}
+
+/* Which start request the worker serves now (0: none); see the SIGINT handler. */
+void
+peb_standing_worker_serving(uint32 handle)
+{
+	peb_serving = handle;
+}
+
+/* Rereads the configuration file when the postmaster asked for it. */
+void
+peb_reload_config_if_asked(void)
+{
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+int
+peb_my_pid(void)
+{
+	return MyProcPid;
 }
 
 bool
@@ -597,14 +721,17 @@ peb_row(FunctionCallInfo fcinfo, const Oid *types, int natts, Datum *values, boo
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	/* An SQL definition from another version of the extension. */
-	if (tupdesc->natts != natts)
+	/*
+	 * An SQL definition from another version of the extension: an older
+	 * one has the first columns of the newer, and gets those.
+	 */
+	if (tupdesc->natts > natts)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("the SQL definition of this function does not match the pg_exclusive_backup library"),
 				 errdetail("It returns %d columns, the library %d.", tupdesc->natts, natts),
-				 errhint("Run ALTER EXTENSION pg_exclusive_backup UPDATE.")));
-	for (int i = 0; i < natts; i++)
+				 errhint("Install the pg_exclusive_backup library of the extension's version.")));
+	for (int i = 0; i < tupdesc->natts; i++)
 		if (TupleDescAttr(tupdesc, i)->atttypid != types[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

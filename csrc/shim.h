@@ -97,6 +97,16 @@ extern void peb_report_archive_wait(int what, int seconds);
 extern void peb_define_settings(void);
 extern int	peb_label_method_setting(void);
 extern bool peb_require_preload_setting(void);
+extern int	peb_max_duration_setting(void);
+extern int	peb_warn_duration_setting(void);
+
+/* Preload mode's standing worker. */
+extern void peb_register_standing_worker(void);
+extern void peb_standing_worker_init(uint32 *cancel_word);
+extern void peb_standing_worker_round(void);
+extern void peb_standing_worker_serving(uint32 handle);
+extern void peb_reload_config_if_asked(void);
+extern int	peb_my_pid(void);
 
 /*
  * Where global/pg_control keeps the cluster's state, and the state after a

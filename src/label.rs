@@ -383,6 +383,50 @@ fn parse_start_location(v: &[u8]) -> Result<(Lsn, String), String> {
     Ok((parse_lsn(lsn.as_bytes())?, file.to_string()))
 }
 
+/// The label a void hands to the server's stop in place of `label` (whose
+/// text is `text`): its start one byte on, and its LABEL marked, so that
+/// the end-of-backup record the stop writes names no backup's start and
+/// completes no copy, and its history file says what it was. `None` when
+/// `text` has no START WAL LOCATION or LABEL line to rewrite.
+pub fn voiding(label: &BackupLabel, text: &[u8]) -> Option<(BackupLabel, Vec<u8>)> {
+    let start_lsn = label.start_lsn + 1;
+    let mut name = b"voided: ".to_vec();
+    name.extend_from_slice(&label.label);
+    name.truncate(MAX_LABEL_BYTES);
+    let mut out = Vec::with_capacity(text.len() + 16);
+    let (mut saw_start, mut saw_label) = (false, false);
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"START WAL LOCATION: ") {
+            out.extend_from_slice(
+                format!(
+                    "START WAL LOCATION: {} (file {})\n",
+                    format_lsn(start_lsn),
+                    label.start_wal_file
+                )
+                .as_bytes(),
+            );
+            saw_start = true;
+        } else if line.starts_with(b"LABEL: ") {
+            out.extend_from_slice(b"LABEL: ");
+            out.extend_from_slice(&name);
+            out.push(b'\n');
+            saw_label = true;
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    (saw_start && saw_label).then(|| {
+        (
+            BackupLabel {
+                start_lsn,
+                label: name,
+                ..label.clone()
+            },
+            out,
+        )
+    })
+}
+
 /// "%X/%X" as the server prints an LSN.
 pub fn parse_lsn(v: &[u8]) -> Result<Lsn, String> {
     let bad = || format!("\"{}\" is not a WAL location.", String::from_utf8_lossy(v));
@@ -569,6 +613,18 @@ START TIMELINE: 1\n";
             .unwrap()
             .replace("pg_start_backup", "pg_start_backuP");
         assert!(matches!(kind(changed.as_bytes()), Kind::Damaged(_)));
+    }
+
+    #[test]
+    fn a_void_names_no_backups_start() {
+        let label = parse(&ours()).unwrap();
+        let (v, text) = voiding(&label, &ours()).unwrap();
+        assert_eq!(v.start_lsn, label.start_lsn + 1);
+        assert_eq!(v.label, b"voided: nightly snapshot");
+        let again = parse(&text).unwrap();
+        assert_eq!((again.start_lsn, again.label.clone()), (v.start_lsn, v.label.clone()));
+        assert_eq!(again.start_wal_file, label.start_wal_file);
+        assert_eq!(voiding(&label, b"nothing\n"), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 #![cfg_attr(test, allow(dead_code))]
 
 mod disk;
+mod duration;
 mod error;
 mod files;
 mod hooks;
@@ -43,11 +44,15 @@ mod server;
 #[cfg(not(test))]
 mod sql;
 #[cfg(not(test))]
+mod standing;
+#[cfg(not(test))]
 mod start;
 #[cfg(not(test))]
 mod status;
 #[cfg(not(test))]
 mod stop;
+#[cfg(not(test))]
+mod void;
 
 #[cfg(not(test))]
 mod exports {
@@ -101,17 +106,28 @@ mod exports {
         sql::backup_start_time
     );
     sql_function!(peb_status, pg_finfo_peb_status, crate::status::status);
+    sql_function!(peb_void_backup, pg_finfo_peb_void_backup, sql::void_backup);
 
-    /// The background worker that enters backup mode for pg_start_backup
-    /// (see start/); the postmaster looks it up by this name in the
-    /// library file as it is now. The suffix is the version of the request
-    /// layout: a backend still running an older library asks for another
-    /// name, and its start fails cleanly instead of meeting a worker that
-    /// reads its request at other offsets.
+    /// The background worker forked to enter backup mode for one
+    /// pg_start_backup (see start/); the postmaster looks it up by this
+    /// name in the library file as it is now. The suffix is the version of
+    /// the request layout: a backend still running an older library asks
+    /// for another name, and its start fails cleanly instead of meeting a
+    /// worker that reads its request at other offsets.
     #[no_mangle]
-    pub extern "C" fn peb_start_backup_worker_2(main_arg: Datum) {
+    pub extern "C" fn peb_start_backup_worker_3(main_arg: Datum) {
         // worker_main reports its own errors and panics.
         callback(|| crate::start::worker_main(main_arg as u32), |_| ());
+    }
+
+    /// Preload mode's standing worker (standing/). The suffix is the
+    /// version of its shared memory protocol, for the same reason.
+    #[no_mangle]
+    pub extern "C" fn peb_standing_worker_1(_main_arg: Datum) {
+        // main reports its own errors; a panic ends it with 1, and the
+        // postmaster starts it again.
+        let code = callback(crate::standing::main, |_| 1);
+        crate::server::worker::exit(code);
     }
 
     // Not part of the SQL script: the tests declare it by hand to prove that

@@ -26,6 +26,7 @@ pub fn init() -> Result<()> {
     if settings::loading_from_preload() {
         shared::set_preloaded();
         settings::install_preload_hooks();
+        crate::server::worker::register_standing_worker()?;
     } else if settings::creating_extension() {
         report(
             Level::Warning,
@@ -35,6 +36,24 @@ pub fn init() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Without preload mode no process runs to enforce max_duration and
+/// warn_duration: pg_start_backup says so when either is set.
+pub fn warn_if_durations_unenforced() {
+    let limits = settings::duration_limits();
+    if shared::preloaded() || (limits.max_seconds == 0 && limits.warn_seconds == 0) {
+        return;
+    }
+    report(
+        Level::Warning,
+        "pg_exclusive_backup.max_duration and warn_duration are not enforced without preload mode",
+        Some(
+            "Only preload mode's standing worker watches a running backup; this backup runs until pg_stop_backup() \
+              or pg_exclusive_backup_void() ends it.",
+        ),
+        Some(PRELOAD_HINT),
+    );
 }
 
 /// The BACKUP METHOD pg_start_backup writes (pg_exclusive_backup.label_method).

@@ -62,6 +62,7 @@ pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
     }
     let method = mode::label_method();
     let start_lsn = start::start_in_worker(&label_text, fast, method)?;
+    mode::warn_if_durations_unenforced();
     if !preloaded {
         if method == Method::Streamed {
             report(
@@ -132,6 +133,13 @@ pub fn backup_start_time(fcinfo: FunctionCallInfo) -> Result<Datum> {
             Ok(0)
         }
     }
+}
+
+/// pg_exclusive_backup_void(): ends the running exclusive backup as void
+/// and returns its label.
+pub fn void_backup(_fcinfo: FunctionCallInfo) -> Result<Datum> {
+    let label = crate::void::void_for_caller()?;
+    rows::text(&label)
 }
 
 /// A deliberate panic, for the tests that prove it becomes an ERROR.

@@ -10,6 +10,7 @@
 //! backup_label still is the label it names (see `verdict::fate`).
 
 use crate::disk;
+use crate::duration;
 use crate::error::Result;
 use crate::label::{self, BackupLabel};
 use crate::record::{Ended, Fate, Outcome, Record, Session, UnixMicros};
@@ -80,7 +81,7 @@ fn look() -> Result<Look> {
 }
 
 /// The columns, in the order of the SQL definition.
-const TYPES: [Type; 21] = [
+const TYPES: [Type; 22] = [
     Type::Bool,        // in_progress
     Type::Text,        // label
     Type::PgLsn,       // start_lsn
@@ -102,6 +103,7 @@ const TYPES: [Type; 21] = [
     Type::Text,        // last_outcome
     Type::Text,        // last_stopped_by
     Type::TimestampTz, // last_completed_time
+    Type::TimestampTz, // deadline
 ];
 
 pub fn status(fcinfo: FunctionCallInfo) -> Result<Datum> {
@@ -139,6 +141,12 @@ pub fn status(fcinfo: FunctionCallInfo) -> Result<Datum> {
             None => server::start_time_unix(&l.start_time)?,
         } * 1_000_000;
         set(5, timestamptz(start) as Datum);
+        // Only preload mode's standing worker enforces max_duration.
+        if shared::preloaded() {
+            if let Some(d) = duration::deadline(start, server::settings::duration_limits()) {
+                set(21, timestamptz(d) as Datum);
+            }
+        }
         set(6, rows::interval(disk::now_micros() - start)?);
         set(13, rows::text(l.method.name().as_bytes())?);
         if let Some(s) = session {

@@ -10,12 +10,14 @@
 
 use crate::archive;
 use crate::disk::{self, Claim};
-use crate::error::{not_running, Error, Result, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
+use crate::duration;
+use crate::error::{not_running, Error, Result, INTERNAL_ERROR, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
 use crate::files::BACKUP_LABEL_OLD;
 use crate::hooks;
 use crate::label::{self, Lsn};
-use crate::record::{Outcome, STATE_FILE};
+use crate::record::{Outcome, Voider, STATE_FILE};
 use crate::server::{self, InterruptsHeld, Level};
+use crate::standing::errand::{self, Ended};
 
 pub fn recovery_error() -> Error {
     Error::new(NOT_READY, "recovery is in progress").hint("WAL control functions cannot be executed during recovery.")
@@ -23,7 +25,7 @@ pub fn recovery_error() -> Error {
 
 /// A non-exclusive backup started in this session owns the session's backup
 /// state, which the server's stop routine would reset.
-fn refuse_if_nonexclusive_backup_here() -> Result<()> {
+pub fn refuse_if_nonexclusive_backup_here() -> Result<()> {
     if server::session_backup_running()? {
         return Err(
             Error::new(NOT_READY, "a non-exclusive backup is in progress in this session").hint(
@@ -38,8 +40,8 @@ fn refuse_if_nonexclusive_backup_here() -> Result<()> {
 /// "Not in progress", saying so when the reason is that the server
 /// restarted during the backup: at startup the server takes over
 /// backup_label as if restoring a backup and renames it backup_label.old.
-fn not_running_here() -> Error {
-    if let Some(e) = ended_by_restart() {
+pub fn not_running_here() -> Error {
+    if let Some(e) = ended_otherwise() {
         return e;
     }
     match disk::renamed_since(server::postmaster_start_unix()) {
@@ -54,19 +56,31 @@ fn not_running_here() -> Error {
     }
 }
 
-/// In preload mode the postmaster records in the state file that it ended a
-/// backup at a restart; that record says so until the next start.
-fn ended_by_restart() -> Option<Error> {
+/// The state record says the last backup did not end by a stop: in
+/// preload mode the postmaster ended it at a restart, or it was voided
+/// (max_duration, pg_exclusive_backup_void()). The record says so until
+/// the next start.
+fn ended_otherwise() -> Option<Error> {
     let record = disk::record()?;
-    let Outcome::EndedByRestart { .. } = record.outcome else {
-        return None;
+    let how = match &record.outcome {
+        Outcome::EndedByRestart { .. } => "was ended by a server restart".to_string(),
+        Outcome::Voided {
+            by: Voider::Limit { seconds },
+            ..
+        } => format!(
+            "was voided because it ran longer than pg_exclusive_backup.max_duration ({})",
+            duration::limit_text(*seconds)
+        ),
+        Outcome::Voided {
+            by: Voider::Role(role), ..
+        } => format!("was voided by role \"{role}\""),
+        _ => return None,
     };
     let parsed = label::parse(&record.label).ok()?;
     Some(
         not_running()
             .detail(format!(
-                "The exclusive backup \"{}\" started at {} was ended by a server restart; the copy taken is not \
-                 a valid backup.",
+                "The exclusive backup \"{}\" started at {} {how}; the copy taken during it is not a valid backup.",
                 server::text_for_message(&parsed.label),
                 parsed.start_time
             ))
@@ -102,7 +116,10 @@ pub fn stop_exclusive(wait_for_archive: bool) -> Result<Lsn> {
         )?;
         let unrecorded_stop = match claim {
             Claim::Changed => continue,
-            Claim::Gone => return Err(not_running().detail("Another session stopped it at the same time.")),
+            Claim::Gone => {
+                return Err(ended_otherwise()
+                    .unwrap_or_else(|| not_running().detail("Another session stopped it at the same time.")))
+            }
             Claim::Taken(unrecorded) => unrecorded,
         };
         hooks::pause("stop_claimed");
@@ -113,7 +130,19 @@ pub fn stop_exclusive(wait_for_archive: bool) -> Result<Lsn> {
         // The server's part is short (a WAL switch and the history file):
         // held off, a cancel cannot make it report an error for a backup it
         // has ended.
-        let (stop_lsn, stop_tli) = prepared.run()?;
+        // A backup the standing worker started is stopped in the worker,
+        // which holds its session state (standing/errand.rs).
+        let (stop_lsn, stop_tli) = match errand::ask(errand::Kind::Stop, parsed.start_lsn) {
+            Some(Ok(Ended::Stopped { lsn, timeline })) => (lsn, timeline),
+            Some(Ok(Ended::Left)) => {
+                return Err(Error::new(
+                    INTERNAL_ERROR,
+                    "the standing worker left backup mode instead of stopping the backup",
+                ))
+            }
+            Some(Err(e)) => return Err(e),
+            None => prepared.run()?,
+        };
         if let Some(e) = unrecorded_stop {
             server::boundary::report(
                 Level::Warning,

@@ -32,6 +32,14 @@ SELECT pg_start_backup('', true) IS NOT NULL AS empty_label;
 SELECT pg_read_file('backup_label') LIKE E'%\nLABEL: \n%' AS empty_label_line;
 SELECT lsn IS NOT NULL AS stopped FROM pg_stop_backup(false);
 
+-- A void needs a running backup; it ends the longest label too, and the
+-- stop that comes after finds nothing to stop.
+SELECT pg_temp.outcome('SELECT pg_exclusive_backup_void()');
+SELECT pg_start_backup(repeat('x', 1023), true) IS NOT NULL AS started;
+SELECT length(pg_exclusive_backup_void()) AS voided_label_length;
+SELECT pg_is_in_backup();
+SELECT pg_temp.outcome($q$SELECT pg_stop_backup()$q$);
+
 -- Errors inside a subtransaction leave things consistent.
 SELECT pg_temp.outcome($q$SELECT pg_stop_backup()$q$);
 SELECT pg_start_backup('in a transaction', true) IS NOT NULL AS started;

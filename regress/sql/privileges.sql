@@ -22,6 +22,17 @@ SET ROLE regress_peb_user;
 SELECT pg_stop_backup() IS NOT NULL AS stopped;
 RESET ROLE;
 
-REVOKE EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean), pg_stop_backup()
-  FROM regress_peb_user;
+-- Voiding a backup needs superuser or a grant too.
+SELECT pg_start_backup('to be voided', true) IS NOT NULL AS started;
+SET ROLE regress_peb_user;
+SELECT pg_exclusive_backup_void();
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION pg_exclusive_backup_void() TO regress_peb_user;
+SET ROLE regress_peb_user;
+SELECT pg_exclusive_backup_void();
+SELECT pg_is_in_backup();
+RESET ROLE;
+
+REVOKE EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean), pg_stop_backup(),
+  pg_exclusive_backup_void() FROM regress_peb_user;
 DROP ROLE regress_peb_user;

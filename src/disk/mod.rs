@@ -8,6 +8,7 @@
 //!
 //! - `publish` (start.rs): the start puts its label, map and record in place;
 //! - `claim` and `record_stop_lsn` (stop.rs): the stop takes them away;
+//! - `void` (stop.rs): a void renames them to `.old`;
 //! - `settle_at_postmaster` (restart.rs): the postmaster voids the
 //!   primary's own label at a start, a crash restart or its exit.
 //!
@@ -37,7 +38,7 @@ pub use restart::{control_file_head, settle_at_postmaster, AtPostmaster, Voided}
 #[cfg_attr(test, allow(unused_imports))]
 pub use start::{prepare, publish, Publication, Transaction};
 #[cfg_attr(test, allow(unused_imports))]
-pub use stop::{claim, forget_vanished, record_stop_lsn, Claim};
+pub use stop::{claim, forget_vanished, record_stop_lsn, void, Claim};
 
 /// How a process waits a moment between two tries for the lock file: an
 /// error ends the wait (a backend's cancel).
@@ -136,6 +137,11 @@ pub fn label() -> Result<Option<(Vec<u8>, BackupLabel)>> {
             Ok(Some((text, parsed)))
         }
     }
+}
+
+/// What a label's content says, or the error [`label`] gives for it.
+pub fn parse_label(text: &[u8]) -> Result<BackupLabel> {
+    label::parse(text).map_err(invalid_label)
 }
 
 /// backup_label's content, `None` when there is none.

@@ -1,12 +1,15 @@
-//! The stop's transactions: the label and map taken away together under
-//! the lock, the stop recorded, and later its LSN.
+//! The stop's transactions, and the void's: the label and map taken away
+//! together under the lock, the stop (or the void) recorded, and later the
+//! stop's LSN.
 
 use super::{now_micros, record, Between, Lock, BRIEF_LOCK_WAIT, LOCK_WAIT};
 use crate::error::{Error, Result, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
-use crate::files::{self, data_dir, BACKUP_LABEL, CONTROL_FILE, LOCK_FILE, TABLESPACE_MAP};
+use crate::files::{
+    self, data_dir, BACKUP_LABEL, BACKUP_LABEL_OLD, CONTROL_FILE, LOCK_FILE, TABLESPACE_MAP, TABLESPACE_MAP_OLD,
+};
 use crate::hooks;
-use crate::label::{Lsn, MAX_FILE_BYTES};
-use crate::record::{Record, STATE_FILE};
+use crate::label::{BackupLabel, Lsn, MAX_FILE_BYTES};
+use crate::record::{Record, Session, Voider, STATE_FILE};
 use crate::shared;
 
 /// What a claim found.
@@ -127,4 +130,78 @@ pub fn forget_vanished(between: Between) -> Result<()> {
         shared::set_running_backup(None);
     }
     Ok(())
+}
+
+/// What a void took away.
+pub struct VoidTaken {
+    /// What the label said.
+    pub label: BackupLabel,
+    /// Who started it, from the record that described it.
+    pub session: Option<Session>,
+    /// The error of a record that could not be written.
+    pub unrecorded: Option<Error>,
+}
+
+/// With the lock held: voids the running backup (the one whose label is
+/// `expected`, if given): backup_label and tablespace_map are renamed to
+/// `.old`, as a restart renames them, and the record says who voided it.
+/// `None` when there is no such label. If either file cannot be renamed,
+/// both are put back and the backup stays running. `hold` runs as soon as
+/// the lock is held, as for [`claim`].
+pub fn void<H>(
+    expected: Option<&[u8]>,
+    by: Voider,
+    between: Between,
+    hold: impl FnOnce() -> H,
+) -> Result<(Option<VoidTaken>, H)> {
+    let _lock = Lock::take_or_fail(LOCK_WAIT, between)?;
+    let held = hold();
+    let text = match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? {
+        None => return Ok((None, held)),
+        Some(t) if expected.is_some_and(|e| e != t.as_slice()) => return Ok((None, held)),
+        Some(t) => t,
+    };
+    let label = super::parse_label(&text)?;
+    let old = record();
+    hooks::pause("void_locked");
+    let mut put_label = PutBack {
+        taken: BACKUP_LABEL_OLD.to_string(),
+        name: BACKUP_LABEL,
+        armed: true,
+    };
+    if !files::rename(data_dir(), BACKUP_LABEL, BACKUP_LABEL_OLD)? {
+        put_label.armed = false;
+        return Ok((None, held));
+    }
+    let mut put_map = PutBack {
+        taken: TABLESPACE_MAP_OLD.to_string(),
+        name: TABLESPACE_MAP,
+        armed: true,
+    };
+    if !files::rename(data_dir(), TABLESPACE_MAP, TABLESPACE_MAP_OLD)? {
+        put_map.armed = false;
+    }
+    let session = old.as_ref().filter(|r| r.label == text).and_then(|r| r.session.clone());
+    let voided = Record::voided(
+        old,
+        &text,
+        files::file_id(&data_dir().join(BACKUP_LABEL_OLD)).unwrap_or(files::NO_FILE),
+        files::file_id(&data_dir().join(CONTROL_FILE)).ok(),
+        by,
+        now_micros(),
+    );
+    let unrecorded = files::replace(data_dir(), STATE_FILE, &voided.to_bytes()).err();
+    // Renamed, both (or the label and no map): from here the server must
+    // leave backup mode.
+    put_map.armed = false;
+    put_label.armed = false;
+    shared::set_running_backup(None);
+    Ok((
+        Some(VoidTaken {
+            label,
+            session,
+            unrecorded,
+        }),
+        held,
+    ))
 }

@@ -184,3 +184,32 @@ fn the_postmaster_voids_the_primarys_own_label_under_the_lock() {
     ));
     fs::remove_dir_all(&d).unwrap();
 }
+
+#[test]
+fn a_void_renames_label_and_map_and_records_who() {
+    use std::sync::atomic::AtomicBool;
+    static UNDONE: AtomicBool = AtomicBool::new(false);
+    let d = data_directory("voiding");
+    start(b"16384 /ts\n", &UNDONE).unwrap();
+    // Another label than the one judged: nothing happens.
+    let other = LABEL.replace("nightly", "weekly");
+    let by = crate::record::Voider::Limit { seconds: 7200 };
+    let (taken, held) = void(Some(other.as_bytes()), by.clone(), &mut no_wait, || 3).unwrap();
+    assert!(taken.is_none() && held == 3);
+    assert_eq!(names(&d), ["backup_label", LOCK_FILE, STATE_FILE, "tablespace_map"]);
+
+    let (taken, _) = void(Some(LABEL.as_bytes()), by.clone(), &mut no_wait, || ()).unwrap();
+    let taken = taken.expect("voided");
+    assert_eq!(taken.label.label, b"nightly");
+    assert_eq!(taken.session, Some(session()));
+    assert!(taken.unrecorded.is_none());
+    assert_eq!(names(&d), [BACKUP_LABEL_OLD, LOCK_FILE, STATE_FILE, TABLESPACE_MAP_OLD]);
+    let r = record().unwrap();
+    assert!(matches!(r.outcome, Outcome::Voided { by: ref b, .. } if *b == by));
+    assert_eq!(r.session, Some(session()));
+    // Nothing left to void, nor to stop.
+    assert!(void(None, by, &mut no_wait, || ()).unwrap().0.is_none());
+    let (c, _) = claim(LABEL.as_bytes(), "backup_label.stopping.1", "ops", &mut no_wait, || ()).unwrap();
+    assert!(matches!(c, Claim::Gone));
+    fs::remove_dir_all(&d).unwrap();
+}

@@ -2,7 +2,7 @@
 //! `key: value` line per field (values escaped so that none can break a
 //! line), then the label, byte for byte. Versions 1 and 2 are still read.
 
-use super::{Ended, How, Outcome, Record, Session, UnixMicros};
+use super::{Ended, How, Outcome, Record, Session, UnixMicros, Voider};
 use crate::files::FileId;
 use crate::label::{self, Lsn};
 
@@ -53,6 +53,13 @@ impl Record {
                     line("stop lsn", &label::format_lsn(*lsn));
                 }
                 line("stopped by", &escape(by.as_bytes()));
+            }
+            Outcome::Voided { at, by } => {
+                line("outcome", &format!("voided at {}", time(*at)));
+                match by {
+                    Voider::Limit { seconds } => line("voided by", &format!("limit {seconds}")),
+                    Voider::Role(role) => line("voided by", &format!("role {}", escape(role.as_bytes()))),
+                }
             }
         }
         if let Some(s) = &self.session {
@@ -148,6 +155,24 @@ impl Record {
                 stop_lsn: lsn("stop lsn")?,
                 by: text("stopped by")?.ok_or("line \"stopped by\" is missing")?,
             }
+        } else if let Some(at) = outcome.strip_prefix("voided at ") {
+            let by = need("voided by")?;
+            Outcome::Voided {
+                at: parse_time(at).ok_or("bad void time")?,
+                by: if let Some(seconds) = by.strip_prefix("limit ") {
+                    Voider::Limit {
+                        seconds: seconds.parse().map_err(|_| "bad limit in line \"voided by\"")?,
+                    }
+                } else if let Some(role) = by.strip_prefix("role ") {
+                    Voider::Role(
+                        unescape(role)
+                            .and_then(|b| String::from_utf8(b).ok())
+                            .ok_or("bad role in line \"voided by\"")?,
+                    )
+                } else {
+                    return Err("bad value in line \"voided by\"".into());
+                },
+            }
         } else {
             return Err("its outcome line is not understood".into());
         };
@@ -202,6 +227,7 @@ const KEYS: &[&str] = &[
     "outcome",
     "stop lsn",
     "stopped by",
+    "voided by",
     "started by",
     "started from",
     "application name",
@@ -376,6 +402,14 @@ START EPOCH: 1795575906\n";
             },
             stopped,
             stopping,
+            Outcome::Voided {
+                at: 3,
+                by: Voider::Limit { seconds: 7200 },
+            },
+            Outcome::Voided {
+                at: 4,
+                by: Voider::Role("ops \\ \u{e9}".into()),
+            },
         ] {
             for (birth, control_file) in [(LIVE.birth, Some(CONTROL)), (None, None), (Some((5, 0)), None)] {
                 for (session, previous, last) in [

@@ -55,6 +55,18 @@ pub enum Outcome {
         stop_lsn: Option<Lsn>,
         by: String,
     },
+    /// Voided at `at`: ended without the end-of-backup record that would
+    /// make a copy taken during it consistent.
+    Voided { at: UnixMicros, by: Voider },
+}
+
+/// Who voided a backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Voider {
+    /// pg_exclusive_backup.max_duration, then `seconds` long.
+    Limit { seconds: u64 },
+    /// pg_exclusive_backup_void(), called by this role.
+    Role(String),
 }
 
 /// Who started the backup, from where: what the caller's session knew.
@@ -79,6 +91,10 @@ pub enum How {
     /// Its label went away without pg_stop_backup and without a restart
     /// this extension saw (removed by hand, say).
     Abandoned,
+    /// Voided by pg_exclusive_backup.max_duration.
+    VoidedByLimit,
+    /// Voided by pg_exclusive_backup_void() (the role is `stopped_by`).
+    Voided,
 }
 
 impl How {
@@ -87,13 +103,21 @@ impl How {
             How::Stopped => "stopped",
             How::InterruptedByRestart => "interrupted by a server restart",
             How::Abandoned => "abandoned",
+            How::VoidedByLimit => "voided by pg_exclusive_backup.max_duration",
+            How::Voided => "voided",
         }
     }
 
     fn from_name(name: &str) -> Option<How> {
-        [How::Stopped, How::InterruptedByRestart, How::Abandoned]
-            .into_iter()
-            .find(|h| h.name() == name)
+        [
+            How::Stopped,
+            How::InterruptedByRestart,
+            How::Abandoned,
+            How::VoidedByLimit,
+            How::Voided,
+        ]
+        .into_iter()
+        .find(|h| h.name() == name)
     }
 }
 
@@ -168,6 +192,13 @@ impl Record {
                 ended(How::InterruptedByRestart, None, Some(*at), None),
                 self.last_completed,
             ),
+            (Outcome::Voided { at, by }, _) => {
+                let (how, by) = match by {
+                    Voider::Limit { .. } => (How::VoidedByLimit, None),
+                    Voider::Role(role) => (How::Voided, Some(role.clone())),
+                };
+                (ended(how, None, Some(*at), by), self.last_completed)
+            }
             (Outcome::Running, Fate::Current | Fate::Copy) => (self.previous.clone(), self.last_completed),
             (Outcome::Running, Fate::RenamedByRestart { at }) => {
                 (ended(How::InterruptedByRestart, None, at, None), self.last_completed)
@@ -253,6 +284,24 @@ impl Record {
                 }
                 _ => None,
             }
+        }
+    }
+
+    /// The record once `by` voided, at `at`, the backup whose label is
+    /// `label` (taken away: its file has identity `label_file` now): as
+    /// [`Record::stopped`], but a void.
+    pub fn voided(
+        old: Option<Record>,
+        label: &[u8],
+        label_file: FileId,
+        control_file: Option<FileId>,
+        by: Voider,
+        at: UnixMicros,
+    ) -> Record {
+        let stopped = Record::stopped(old, label, label_file, control_file, "", at);
+        Record {
+            outcome: Outcome::Voided { at, by },
+            ..stopped
         }
     }
 

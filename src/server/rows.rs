@@ -51,7 +51,8 @@ pub fn interval(usec: i64) -> Result<Datum> {
 }
 
 /// The one-row result of a function whose SQL definition has the columns
-/// `types`; an error if the definition does not match them.
+/// `types`, or the first of them (an older version's definition, until
+/// ALTER EXTENSION UPDATE); an error if the definition does not match.
 pub fn row(fcinfo: FunctionCallInfo, types: &[Type], values: &mut [Datum], nulls: &mut [bool]) -> Result<Datum> {
     let oids: Vec<pg::Oid> = types.iter().map(|t| t.oid()).collect();
     assert!(values.len() == oids.len() && nulls.len() == oids.len());

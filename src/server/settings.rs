@@ -38,6 +38,23 @@ pub fn require_preload() -> bool {
     unsafe { pg::peb_require_preload_setting() }
 }
 
+/// pg_exclusive_backup.max_duration and warn_duration, as read now.
+pub fn duration_limits() -> crate::duration::Limits {
+    // SAFETY: reads setting variables.
+    let (max, warn) = unsafe { (pg::peb_max_duration_setting(), pg::peb_warn_duration_setting()) };
+    crate::duration::Limits {
+        max_seconds: u64::try_from(max).unwrap_or(0),
+        warn_seconds: u64::try_from(warn).unwrap_or(0),
+    }
+}
+
+/// Rereads the configuration file if the postmaster asked for it (SIGHUP);
+/// for the standing worker, which has no client to do it for it.
+pub fn reload_if_asked() -> Result<()> {
+    // SAFETY: plain shim call; the closure owns nothing.
+    unsafe { guarded(|| pg::peb_reload_config_if_asked()) }
+}
+
 /// Whether _PG_init runs from shared_preload_libraries.
 pub fn loading_from_preload() -> bool {
     // SAFETY: reads a server flag.

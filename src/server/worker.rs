@@ -175,6 +175,58 @@ pub fn worker_signals() {
     unsafe { pg::peb_worker_signals() };
 }
 
+/// Registers preload mode's standing worker with the postmaster; from
+/// _PG_init in the postmaster only.
+pub fn register_standing_worker() -> Result<()> {
+    // SAFETY: plain shim call; the closure owns nothing.
+    unsafe { guarded(|| pg::peb_register_standing_worker()) }
+}
+
+/// The standing worker's setup: its signal handlers (reload, terminate,
+/// and the cancel of the start it serves, which reads `cancel_word`), a
+/// resource owner, and the memory context it works in.
+pub fn standing_worker_init(cancel_word: *mut u32) -> Result<()> {
+    // SAFETY: `cancel_word` is in shared memory, mapped for the life of the
+    // process; the closure owns nothing.
+    unsafe { guarded(move || pg::peb_standing_worker_init(cancel_word)) }
+}
+
+/// Frees what the standing worker's last round of work allocated.
+pub fn standing_worker_round() {
+    // SAFETY: plain shim call; resets the worker's own context.
+    let _ = unsafe { guarded(|| pg::peb_standing_worker_round()) };
+}
+
+/// Tells the standing worker's SIGINT handler which start request it
+/// serves now (0: none).
+pub fn standing_worker_serving(handle: u32) {
+    // SAFETY: sets a process-local variable.
+    unsafe { pg::peb_standing_worker_serving(handle) };
+}
+
+/// This process's pid, as the server knows it.
+pub fn my_pid() -> i32 {
+    // SAFETY: reads a process-local variable.
+    unsafe { pg::peb_my_pid() }
+}
+
+/// Sends SIGINT to `pid`: the standing worker cancels the start a caller
+/// marked (see `shared::cancel_start`). A failure (the worker has just
+/// exited) needs no answer: its exit settles the request.
+pub fn send_cancel(pid: i32) {
+    // SAFETY: kill(2) has no memory effects in this process.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+}
+
+/// Ends this process with `code` (the postmaster restarts a background
+/// worker that exits with 1); for an entry point whose Rust frames are
+/// gone.
+pub fn exit(code: i32) {
+    // SAFETY: runs the exit callbacks and exits; nothing on the stack
+    // above the caller owns anything.
+    unsafe { pg::proc_exit(code) };
+}
+
 /// What runs before this process leaves shared memory, a FATAL exit
 /// included: `arg` is what was registered with it.
 pub trait OnExit {
@@ -191,9 +243,23 @@ pub fn before_shmem_exit<T: OnExit>(arg: *mut c_void) -> Result<()> {
     unsafe { guarded(move || pg::before_shmem_exit(Some(exit_trampoline::<T>), arg as pg::Datum)) }
 }
 
-/// The worker's own copy of an error the server raised in it, as the
-/// caller needs it: SQLSTATE, message, detail, hint.
-pub fn server_error_fields(e: crate::error::ServerError) -> (i32, String, String, String) {
+/// An error as another process needs it: SQLSTATE, message, detail, hint.
+pub fn error_fields(error: &crate::error::Error) -> (i32, String, String, String) {
+    use crate::error::Error;
+    let opt = |s: &Option<String>| s.clone().unwrap_or_default();
+    match error {
+        Error::Report {
+            sqlstate,
+            message,
+            detail,
+            hint,
+        } => (sqlstate.0, message.clone(), opt(detail), opt(hint)),
+        Error::Server(e) => server_error_fields(*e),
+    }
+}
+
+/// This process's own copy of an error the server raised in it.
+fn server_error_fields(e: crate::error::ServerError) -> (i32, String, String, String) {
     let edata = e.0 as *const pg::ErrorData;
     let text = |p: *mut std::ffi::c_char| {
         if p.is_null() {

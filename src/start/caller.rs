@@ -2,27 +2,57 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicPtr, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32};
 
-use super::{c_text, copy_c, Failure, Request, ABANDONED, COMMIT, FAILED, NAME_BYTES, PENDING, READY, STARTED};
+use super::{
+    c_text, copy_c, Failure, Request, ABANDONED, COMMIT, DECLINED, FAILED, NAME_BYTES, PENDING, READY, STARTED,
+};
 use crate::disk;
 use crate::error::{already_running, Error, Result, SqlState, INSUFFICIENT_RESOURCES, INTERNAL_ERROR};
 use crate::label::{self, Lsn, MAX_LABEL_BYTES};
-use crate::server::worker::{wait_latch_quietly, Latch, OnDetach, Segment, Worker, WorkerState};
+use crate::server::worker::{send_cancel, wait_latch_quietly, Latch, OnDetach, Segment, Worker, WorkerState};
 use crate::server::{self, InterruptsHeld};
+use crate::shared;
 
 /// How long pg_start_backup waits for a free background worker slot.
 const SLOT_WAIT_MS: i64 = 10_000;
 
+/// How long a request may wait in the mailbox before its caller takes it
+/// back and forks a worker for it (the standing worker is busy with
+/// another start, a checkpoint long).
+const MAILBOX_WAIT_MS: i64 = 1_000;
+
+/// Who serves the request.
+#[derive(Clone, Copy)]
+enum Server {
+    /// Nobody yet.
+    None,
+    /// Preload mode's standing worker, with this pid.
+    Standing(i32),
+    /// A worker forked for this request.
+    Forked(Worker),
+}
+
 /// One start, as its caller holds it: the request's segment, the request,
-/// and the worker serving it once one was launched. The segment's detach
-/// callback (this backend leaving, or the start being over) finds it
-/// through the pointer registered with the segment, which stays valid
-/// until the segment is detached (see `Release`).
+/// and the worker serving it. The segment's detach callback (this backend
+/// leaving, or the start being over) finds it through the pointer
+/// registered with the segment, which stays valid until the segment is
+/// detached (see `Release`).
 struct Caller<'r> {
     segment: Segment,
     request: &'r Request,
-    worker: Cell<Option<Worker>>,
+    server: Cell<Server>,
+}
+
+impl Caller<'_> {
+    /// Whether the worker serving the request has exited.
+    fn server_gone(&self) -> Result<bool> {
+        Ok(match self.server.get() {
+            Server::None => true,
+            Server::Standing(pid) => shared::standing_worker().map(|(_, p)| p) != Some(pid),
+            Server::Forked(w) => w.state()? == WorkerState::Stopped,
+        })
+    }
 }
 
 /// Starts the exclusive backup in a worker and reports its outcome.
@@ -52,6 +82,7 @@ pub fn start_in_worker(label: &[u8], fast: bool, method: label::Method) -> Resul
             detail: [0; 1024],
             hint: [0; 512],
         }),
+        settled: AtomicBool::new(false),
     };
     initial.label[..label.len()].copy_from_slice(label);
     copy_c(&mut initial.session_user, &session.user);
@@ -65,7 +96,7 @@ pub fn start_in_worker(label: &[u8], fast: bool, method: label::Method) -> Resul
         segment,
         // SAFETY: mapped until `_release` detaches it, after the last use.
         request: unsafe { &*request },
-        worker: Cell::new(None),
+        server: Cell::new(Server::None),
     };
     let _release = Release(&caller);
     // If this backend exits (FATAL) while the request is open, the server
@@ -83,7 +114,7 @@ struct Release<'a, 'r>(&'a Caller<'r>);
 impl Drop for Release<'_, '_> {
     fn drop(&mut self) {
         let _ = self.0.segment.detach();
-        if let Some(worker) = self.0.worker.take() {
+        if let Server::Forked(worker) = self.0.server.replace(Server::None) {
             worker.free();
         }
     }
@@ -97,29 +128,64 @@ impl OnDetach for Caller<'_> {
     }
 }
 
-/// Marks a request that is not yet committed abandoned, asks the worker to
-/// stop and waits (bounded) until it has exited, so that whoever looks next
-/// sees a settled state. A decided request is left alone.
+/// Marks a request that is not yet committed abandoned, has the worker
+/// serving it give up its start, and waits (bounded) until it has, so that
+/// whoever looks next sees a settled state. A decided request is left
+/// alone.
 fn abandon(caller: &Caller) {
     let request = caller.request;
     if !(request.cas(PENDING, ABANDONED) || request.cas(READY, ABANDONED)) {
         return; // decided already: started, failed, or being published
     }
     request.wake_worker();
-    let Some(worker) = caller.worker.get() else { return };
-    // Outside an exit callback a failure just ends the wait; inside one
-    // (proc_exit) an error would end the process there, the request being
-    // marked abandoned already, which the worker acts on by itself.
-    worker.terminate();
-    for _ in 0..6000 {
-        match worker.state() {
-            Ok(WorkerState::Stopped | WorkerState::PostmasterDied) | Err(_) => break,
-            Ok(_) => {}
+    let worker = match caller.server.get() {
+        Server::None => return,
+        Server::Standing(pid) => {
+            if shared::unpost(caller.segment.handle()) {
+                return; // still in the mailbox: nothing was started
+            }
+            // Cancels the start only while the worker still serves this
+            // request (its checkpoint wait ends with an error); a worker
+            // that has moved on ignores it.
+            shared::cancel_start(caller.segment.handle());
+            send_cancel(pid);
+            None
         }
-        if wait_latch_quietly(10) {
+        Server::Forked(worker) => {
+            // Outside an exit callback a failure just ends the wait;
+            // inside one (proc_exit) an error would end the process there,
+            // the request being marked abandoned already, which the worker
+            // acts on by itself.
+            worker.terminate();
+            Some(worker)
+        }
+    };
+    for _ in 0..6000 {
+        let settled = match worker {
+            None => request.settled() || caller.server_gone().unwrap_or(true),
+            Some(w) => matches!(
+                w.state(),
+                Ok(WorkerState::Stopped | WorkerState::PostmasterDied) | Err(_)
+            ),
+        };
+        if settled || wait_latch_quietly(10) {
             break;
         }
     }
+}
+
+/// Posts the request to preload mode's standing worker, if one runs and a
+/// mailbox slot is free.
+fn post(caller: &Caller) -> bool {
+    let Some((latch, pid)) = shared::standing_worker() else {
+        return false;
+    };
+    if !shared::post(caller.segment.handle()) {
+        return false;
+    }
+    caller.server.set(Server::Standing(pid));
+    Latch::from_ptr(latch).set();
+    true
 }
 
 /// Launches a worker for the request, waiting for a free slot.
@@ -127,7 +193,7 @@ fn launch(caller: &Caller) -> Result<Worker> {
     let mut waited = 0;
     loop {
         if let Some(worker) = Worker::launch(caller.segment)? {
-            if let Some(old) = caller.worker.replace(Some(worker)) {
+            if let Server::Forked(old) = caller.server.replace(Server::Forked(worker)) {
                 // The handle of a worker that has exited.
                 old.free();
             }
@@ -154,71 +220,96 @@ fn launch(caller: &Caller) -> Result<Worker> {
 
 fn run(caller: &Caller) -> Result<Lsn> {
     let request = caller.request;
-    for attempt in 1..=3 {
-        let worker = launch(caller)?;
-        loop {
-            match request.outcome() {
-                PENDING => {
-                    if worker.state()? == WorkerState::Stopped && request.outcome() == PENDING {
-                        // The worker exited before it even looked at the
-                        // request (it records an outcome in every other
-                        // case), so nothing was started: try again.
-                        break;
+    let mut forks = 0;
+    let mut in_mailbox_ms = 0;
+    if !post(caller) {
+        launch(caller)?;
+        forks += 1;
+    }
+    loop {
+        match request.outcome() {
+            PENDING => {
+                let standing = matches!(caller.server.get(), Server::Standing(_));
+                let handle = caller.segment.handle();
+                // A request the standing worker has not taken: taken back
+                // when the worker is gone or busy, and given to a fork.
+                let fork_now = if standing && (caller.server_gone()? || in_mailbox_ms >= MAILBOX_WAIT_MS) {
+                    shared::unpost(handle)
+                } else if !standing && caller.server_gone()? && request.outcome() == PENDING {
+                    // The forked worker exited before it even looked at the
+                    // request (it records an outcome in every other case),
+                    // so nothing was started: try again.
+                    if forks >= 3 {
+                        return Err(Error::new(
+                            INTERNAL_ERROR,
+                            "the background worker starting the backup exited without a result",
+                        )
+                        .detail("No backup was started. The server log may say why."));
                     }
-                    server::check_for_interrupts()?;
-                    server::wait_latch(1000, true, "pg_start_backup was waiting")?;
+                    server::boundary::log(
+                        "pg_exclusive_backup: the start worker exited without looking at its request; trying again",
+                    );
+                    true
+                } else {
+                    false
+                };
+                if fork_now {
+                    launch(caller)?;
+                    forks += 1;
+                    continue;
                 }
-                READY => {
-                    // From the commit on, this backend is bound to report
-                    // the worker's result: no cancel may come in between.
-                    let held = InterruptsHeld::new();
-                    if !request.cas(READY, COMMIT) {
-                        continue; // the worker failed (terminated) meanwhile
-                    }
-                    request.wake_worker();
-                    let result = await_publication(request, worker);
-                    if result.is_ok() {
-                        // A cancel or statement_timeout that arrived after
-                        // the commit came too late: the backup runs, and
-                        // the caller must hear so, not a cancel error.
-                        server::forget_query_cancel();
-                    }
-                    drop(held);
-                    return result;
-                }
-                FAILED => return Err(failure_after_exit(request, worker)),
-                other => {
-                    return Err(Error::new(
-                        INTERNAL_ERROR,
-                        format!("the start request is in an unexpected state ({other})"),
-                    ))
+                server::check_for_interrupts()?;
+                server::wait_latch(100, true, "pg_start_backup was waiting")?;
+                in_mailbox_ms += 100;
+            }
+            DECLINED => {
+                // The standing worker holds a backup that is being stopped.
+                if request.cas(DECLINED, PENDING) {
+                    launch(caller)?;
+                    forks += 1;
                 }
             }
-        }
-        if attempt < 3 {
-            server::boundary::log(
-                "pg_exclusive_backup: the start worker exited without looking at its request; trying again",
-            );
+            READY => {
+                // From the commit on, this backend is bound to report the
+                // worker's result: no cancel may come in between.
+                let held = InterruptsHeld::new();
+                if !request.cas(READY, COMMIT) {
+                    continue; // the worker failed (terminated) meanwhile
+                }
+                request.wake_worker();
+                let result = await_publication(caller);
+                if result.is_ok() {
+                    // A cancel or statement_timeout that arrived after the
+                    // commit came too late: the backup runs, and the caller
+                    // must hear so, not a cancel error.
+                    server::forget_query_cancel();
+                }
+                drop(held);
+                return result;
+            }
+            FAILED => return Err(failure_after_exit(caller)),
+            other => {
+                return Err(Error::new(
+                    INTERNAL_ERROR,
+                    format!("the start request is in an unexpected state ({other})"),
+                ))
+            }
         }
     }
-    Err(Error::new(
-        INTERNAL_ERROR,
-        "the background worker starting the backup exited without a result",
-    )
-    .detail("No backup was started. The server log may say why."))
 }
 
 /// After COMMIT, with interrupts held: the worker only takes the lock (a
 /// bounded wait) and links, renames and fsyncs files now.
-fn await_publication(request: &Request, worker: Worker) -> Result<Lsn> {
+fn await_publication(caller: &Caller) -> Result<Lsn> {
+    let request = caller.request;
     loop {
         match request.outcome() {
             // SAFETY: written by the worker before READY, which we saw.
             STARTED => return Ok(unsafe { *request.start_lsn.get() }),
-            FAILED => return Err(failure_after_exit(request, worker)),
+            FAILED => return Err(failure_after_exit(caller)),
             _ => {}
         }
-        if worker.state()? == WorkerState::Stopped && request.outcome() == COMMIT {
+        if caller.server_gone()? && request.outcome() == COMMIT {
             return Err(Error::new(
                 INTERNAL_ERROR,
                 "the background worker starting the backup exited while putting backup_label in place",
@@ -229,13 +320,18 @@ fn await_publication(request: &Request, worker: Worker) -> Result<Lsn> {
     }
 }
 
-/// The worker's error, once the worker is gone, so that nothing of the
-/// attempt is left when the error reaches the client.
-fn failure_after_exit(request: &Request, worker: Worker) -> Error {
+/// The worker's error, once the worker is done with the request (a forked
+/// one has exited), so that nothing of the attempt is left when the error
+/// reaches the client.
+fn failure_after_exit(caller: &Caller) -> Error {
+    let request = caller.request;
     for _ in 0..600 {
-        match worker.state() {
-            Ok(WorkerState::Started | WorkerState::NotYetStarted) => {}
-            _ => break,
+        let done = match caller.server.get() {
+            Server::Forked(w) => !matches!(w.state(), Ok(WorkerState::Started | WorkerState::NotYetStarted)),
+            _ => request.settled() || caller.server_gone().unwrap_or(true),
+        };
+        if done {
+            break;
         }
         if server::check_for_interrupts().is_err()
             || server::wait_latch(100, true, "pg_start_backup was waiting").is_err()

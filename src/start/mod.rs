@@ -1,5 +1,6 @@
-//! The start protocol: pg_start_backup's work happens in a short-lived
-//! background worker; `caller.rs` is the calling backend's side of it,
+//! The start protocol: pg_start_backup's work happens in a background
+//! worker, preload mode's standing worker (standing/) or, without it, one
+//! forked for the start; `caller.rs` is the calling backend's side of it,
 //! `worker.rs` the worker's, and this module the request they share.
 //!
 //! Why a worker: the server remembers, per session, that the session has a
@@ -14,14 +15,22 @@
 //! session's state untouched.
 //!
 //! The request lives in a dynamic shared memory segment the caller
-//! creates. Its `outcome` moves only by compare-and-swap:
+//! creates, and reaches the standing worker through the mailbox in shared
+//! memory, or a worker forked for it as its argument. Its `outcome` moves
+//! only by compare-and-swap:
 //!
 //! ```text
 //!   PENDING --worker--> READY --caller--> COMMIT --worker--> STARTED | FAILED
 //!      |                  |  \--worker (terminated)--> FAILED
 //!      |--worker--> FAILED |
-//!      \--caller--> ABANDONED <--caller--/
+//!      |--caller--> ABANDONED <--caller--/
+//!      \--standing worker--> DECLINED --caller--> PENDING (for a forked worker)
 //! ```
+//!
+//! The standing worker declines while it holds another backup whose stop
+//! is under way; a caller whose request the standing worker has not taken
+//! within a second (it is busy with another start) takes it back from the
+//! mailbox and forks a worker too. Either way one worker serves it.
 //!
 //! The worker enters backup mode and writes the label and map under
 //! private names (READY) and then waits for the caller's verdict. The
@@ -38,7 +47,7 @@
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
 use crate::error::{Error, OBJECT_NOT_IN_PREREQUISITE_STATE};
 use crate::label::{Lsn, MAX_LABEL_BYTES};
@@ -48,7 +57,7 @@ mod caller;
 mod worker;
 
 pub use caller::start_in_worker;
-pub use worker::worker_main;
+pub use worker::{attach, decline, serve, worker_exiting, worker_main};
 
 /// Room for a role, database or application name (NAMEDATALEN is 64) or a
 /// client address.
@@ -60,13 +69,14 @@ const COMMIT: u32 = 2;
 const STARTED: u32 = 3;
 const FAILED: u32 = 4;
 const ABANDONED: u32 = 5;
+const DECLINED: u32 = 6;
 
 /// The request in shared memory. Until the outcome leaves PENDING only the
 /// caller writes the input fields; the worker writes the output fields
 /// before the compare-and-swap that publishes them. Its layout is that of
-/// the worker entry point's name (`peb_start_backup_worker_2`, lib.rs).
+/// the worker entry point's name (`peb_start_backup_worker_3`, lib.rs).
 #[repr(C)]
-struct Request {
+pub struct Request {
     outcome: AtomicU32,
     caller_latch: Latch,
     worker_latch: AtomicPtr<c_void>,
@@ -86,6 +96,9 @@ struct Request {
     start_lsn: UnsafeCell<Lsn>,
     /// Written by the worker before FAILED, read by the caller after it.
     failure: UnsafeCell<Failure>,
+    /// Set by the standing worker once it is done with the request (a
+    /// forked worker is done when it exits).
+    settled: AtomicBool,
 }
 
 #[repr(C)]
@@ -111,13 +124,23 @@ impl Request {
         self.caller_latch.set();
     }
 
+    /// The standing worker is done with the request.
+    pub fn settle(&self) {
+        self.settled.store(true, Ordering::Release);
+        self.wake_caller();
+    }
+
+    fn settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
+    }
+
     fn wake_worker(&self) {
         Latch::from_ptr(self.worker_latch.load(Ordering::Acquire)).set();
     }
 }
 
 /// `text` into `dst`, NUL-terminated, cut at a character boundary.
-fn copy_c(dst: &mut [u8], text: &str) {
+pub fn copy_c(dst: &mut [u8], text: &str) {
     let mut n = text.len().min(dst.len() - 1);
     while !text.is_char_boundary(n) {
         n -= 1;
@@ -127,7 +150,7 @@ fn copy_c(dst: &mut [u8], text: &str) {
 }
 
 /// The text of a NUL-terminated field.
-fn c_text(buf: &[u8]) -> String {
+pub fn c_text(buf: &[u8]) -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }

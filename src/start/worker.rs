@@ -1,29 +1,47 @@
-//! The background worker's side of the start protocol (see mod.rs): it
-//! enters backup mode, prepares the files, waits for the caller's verdict
-//! and, on COMMIT, has disk.rs put them in place.
+//! The worker's side of the start protocol (see mod.rs): it enters backup
+//! mode, prepares the files, waits for the caller's verdict and, on
+//! COMMIT, has disk/ put them in place. The same code serves a request in
+//! a short-lived worker forked for it and in preload mode's standing
+//! worker.
 
 use std::cell::Cell;
 use std::ffi::{c_void, CStr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use super::{c_text, copy_c, no_birth_times, Request, COMMIT, FAILED, PENDING, READY, STARTED};
+use super::{c_text, copy_c, no_birth_times, Request, COMMIT, DECLINED, FAILED, PENDING, READY, STARTED};
 use crate::disk::{self, Publication, Transaction};
-use crate::error::{Error, Result, ADMIN_SHUTDOWN, INTERNAL_ERROR};
+use crate::error::{already_running, Error, Result, ADMIN_SHUTDOWN, INTERNAL_ERROR};
 use crate::hooks;
-use crate::label::{self, Method};
+use crate::label::{self, BackupLabel, Lsn, Method};
 use crate::record::{Record, Session};
 use crate::server::boundary::{log, panic_as_error};
-use crate::server::worker::{before_shmem_exit, server_error_fields, worker_signals, Latch, OnExit, Segment};
+use crate::server::worker::{before_shmem_exit, error_fields, worker_signals, Latch, OnExit, Segment};
 use crate::server::{self, InterruptsHeld};
 use crate::shared;
 
-/// The background worker's main function; `handle` names the caller's
+/// The short-lived worker's main function; `handle` names the caller's
 /// segment.
 pub fn worker_main(handle: u32) {
     worker_signals();
-    let request = match Segment::attach(handle) {
-        // Another, smaller layout (see peb_start_backup_worker_2 in lib.rs;
+    let Some((_, request)) = attach(handle) else { return };
+    // SAFETY: mapped until this process exits.
+    let request = unsafe { &*request };
+    // A FATAL exit (an administrator's pg_terminate_backend during the
+    // checkpoint) leaves through this callback, after the server's own
+    // cleanup has left backup mode.
+    if before_shmem_exit::<Request>(request as *const Request as *mut c_void).is_err() {
+        return;
+    }
+    serve(request, false);
+}
+
+/// Attaches the request in segment `handle`: the segment and the request,
+/// which is valid until the segment is detached; `None` (logged) when it
+/// is gone or has another layout.
+pub fn attach(handle: u32) -> Option<(Segment, *const Request)> {
+    match Segment::attach(handle) {
+        // Another, smaller layout (see peb_start_backup_worker_3 in lib.rs;
         // a segment from the preallocated area is rounded up to pages):
         // touch nothing of it.
         Ok(Some((_, _, len))) if len < std::mem::size_of::<Request>() => {
@@ -32,36 +50,44 @@ pub fn worker_main(handle: u32) {
                  the calling session runs another version of the library",
                 std::mem::size_of::<Request>()
             ));
-            return;
+            None
         }
-        Ok(Some((_, address, _))) => address as *mut Request,
+        Ok(Some((segment, address, _))) => Some((segment, address as *const Request)),
         Ok(None) => {
             log("pg_exclusive_backup: the start worker found its request gone");
-            return;
+            None
         }
         Err(e) => {
             log(&format!(
                 "pg_exclusive_backup: the start worker could not attach its request: {}",
                 error_fields(&e).1
             ));
-            return;
+            None
         }
-    };
-    // SAFETY: mapped until this process exits.
-    let req = unsafe { &*request };
-    // A FATAL exit (an administrator's pg_terminate_backend during the
-    // checkpoint) leaves through this callback, after the server's own
-    // cleanup has left backup mode.
-    if before_shmem_exit::<Request>(request as *mut c_void).is_err() {
-        return;
     }
+}
+
+/// What a start put in place: the backup this process now holds the
+/// session state of.
+pub struct Published {
+    pub start_lsn: Lsn,
+    pub text: Vec<u8>,
+    pub label: BackupLabel,
+}
+
+/// Serves one request: the backup started and published (`Some`), or the
+/// request failed or was given up (its outcome says which, and nothing of
+/// the start is left). `standing`: this is preload mode's standing worker,
+/// which records in shared memory that it holds the backup's session
+/// state from the moment the server entered backup mode.
+pub fn serve(req: &Request, standing: bool) -> Option<Published> {
     if req.outcome() != PENDING {
-        return; // the caller gave up before we started
+        return None; // the caller gave up before we started
     }
     req.worker_latch.store(Latch::mine().as_ptr(), Ordering::Release);
     let left_in_place = Cell::new(false);
-    let error = match panic_as_error(|| start_here(req, &left_in_place)) {
-        Ok(()) => return,
+    let error = match panic_as_error(|| start_here(req, &left_in_place, standing)) {
+        Ok(published) => return published,
         Err(e) => e,
     };
     let (code, message, detail, mut hint) = error_fields(&error);
@@ -71,6 +97,20 @@ pub fn worker_main(handle: u32) {
             .into();
     }
     fail(req, code, &message, &detail, &hint);
+    None
+}
+
+/// The standing worker cannot serve a start while it holds another
+/// backup's session state: a label in place says a backup runs; without
+/// one, a stop is ending it, and the caller forks a worker of its own.
+pub fn decline(req: &Request) {
+    if disk::label_metadata().ok().flatten().is_some() {
+        let e = already_running();
+        let (code, message, detail, hint) = error_fields(&e);
+        fail(req, code, &message, &detail, &hint);
+    } else if req.cas(PENDING, DECLINED) {
+        req.wake_caller();
+    }
 }
 
 /// Records a failure unless the outcome is decided otherwise, and wakes the
@@ -102,6 +142,11 @@ impl OnExit for Request {
     }
 }
 
+/// The standing worker is leaving while it serves `req`.
+pub fn worker_exiting(req: &Request) {
+    terminated(req);
+}
+
 /// The worker is being terminated (pg_terminate_backend, or a fast
 /// shutdown) before the backup is started: an operator's action, reported
 /// as such.
@@ -113,19 +158,6 @@ fn terminated(req: &Request) -> bool {
         "No backup was started.",
         "Someone ran pg_terminate_backend() on the worker, or the server is shutting down.",
     )
-}
-
-fn error_fields(error: &Error) -> (i32, String, String, String) {
-    let opt = |s: &Option<String>| s.clone().unwrap_or_default();
-    match error {
-        Error::Report {
-            sqlstate,
-            message,
-            detail,
-            hint,
-        } => (sqlstate.0, message.clone(), opt(detail), opt(hint)),
-        Error::Server(e) => server_error_fields(*e),
-    }
 }
 
 /// Leaves the backup mode this worker entered: the last undo step of a
@@ -144,7 +176,7 @@ fn leave_backup_mode() {
 /// for the caller's verdict and, on COMMIT, puts them in place. Every way
 /// out before that (error, early return, panic) undoes the start: the
 /// transaction holds its steps.
-fn start_here(req: &Request, left_in_place: &Cell<bool>) -> Result<()> {
+fn start_here(req: &Request, left_in_place: &Cell<bool>, standing: bool) -> Result<Option<Published>> {
     let label = CStr::from_bytes_until_nul(&req.label)
         .map_err(|_| Error::new(INTERNAL_ERROR, "the start request's label is not terminated"))?
         .to_owned();
@@ -157,9 +189,17 @@ fn start_here(req: &Request, left_in_place: &Cell<bool>) -> Result<()> {
     txn.on_undo(move || {
         if in_backup_mode.get() {
             leave_backup_mode();
+            if standing {
+                shared::set_held(None);
+            }
         }
     });
     let started = server::start_backup(&label, req.fast, &entered)?;
+    // Before the label can be seen: a stop of this backup must find it
+    // held (see standing/errand.rs).
+    if standing {
+        shared::set_held(Some(started.start_lsn));
+    }
     // From here until the outcome is decided, nothing may interrupt us; a
     // terminate request is looked at explicitly below.
     let _held = InterruptsHeld::new();
@@ -170,15 +210,14 @@ fn start_here(req: &Request, left_in_place: &Cell<bool>) -> Result<()> {
     } else {
         Method::Exclusive
     };
-    let text = label::exclusive_label_from_server(&started.label_text, started.start_epoch, method)
-        .map_err(|e| {
+    let (text, parsed) =
+        label::exclusive_label_from_server(&started.label_text, started.start_epoch, method).map_err(|e| {
             Error::new(
                 INTERNAL_ERROR,
                 "the server built a backup label this extension cannot read",
             )
             .detail(e.to_string())
-        })?
-        .0;
+        })?;
     let files = disk::prepare(&text, &started.tablespace_map)?;
     // What a copy of the label cannot have: see record.rs.
     if files.label_file.birth.is_none() && shared::preloaded() {
@@ -195,27 +234,27 @@ fn start_here(req: &Request, left_in_place: &Cell<bool>) -> Result<()> {
             database: c_text(&req.database),
             fast: req.fast,
         },
-        text,
+        text.clone(),
     );
     // SAFETY: written before the compare-and-swap that publishes it, and
     // read by the caller only after it.
     unsafe { *req.start_lsn.get() = started.start_lsn };
     // A terminate request that came in while interrupts were held.
     if server::terminate_pending() && terminated(req) {
-        return Ok(());
+        return Ok(None);
     }
     if !req.cas(PENDING, READY) {
-        return Ok(()); // abandoned: the transaction undoes the start
+        return Ok(None); // abandoned: the transaction undoes the start
     }
     req.wake_caller();
     loop {
         match req.outcome() {
             COMMIT => break,
             READY => {}
-            _ => return Ok(()), // abandoned: the transaction undoes the start
+            _ => return Ok(None), // abandoned: the transaction undoes the start
         }
         if server::terminate_pending() && terminated(req) {
-            return Ok(());
+            return Ok(None);
         }
         server::wait_latch(1000, false, "pg_start_backup was waiting")?;
     }
@@ -243,5 +282,9 @@ fn start_here(req: &Request, left_in_place: &Cell<bool>) -> Result<()> {
     hooks::pause("worker_published");
     req.outcome.store(STARTED, Ordering::Release);
     req.wake_caller();
-    Ok(())
+    Ok(Some(Published {
+        start_lsn: started.start_lsn,
+        text,
+        label: parsed,
+    }))
 }

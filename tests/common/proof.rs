@@ -641,3 +641,48 @@ pub fn assert_no_backup_in_pg_control(c: &Cluster, when: &str) {
     }
     assert_eq!(value("End-of-backup record required:"), "no", "{when}\n{cd}");
 }
+
+/// The pid of preload mode's standing worker, once it runs.
+pub fn standing_worker_pid(s: &mut Client) -> i32 {
+    let mut pid = 0;
+    wait_until("the standing worker to run", Duration::from_secs(30), || {
+        pid = s
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_exclusive_backup'",
+                &[],
+            )
+            .unwrap()
+            .map_or(0, |r| r.get(0));
+        pid != 0
+    });
+    pid
+}
+
+/// A running preloaded cluster with full_page_writes = off and the probe's
+/// table (see [`create_fpi_probe`]), and its standing worker running.
+pub fn preloaded_probed(extra: &[&str]) -> (Cluster, Client) {
+    let mut settings = vec!["full_page_writes = off"];
+    settings.extend_from_slice(extra);
+    let (c, mut s) = preloaded(&settings);
+    create_fpi_probe(&mut s);
+    standing_worker_pid(&mut s);
+    (c, s)
+}
+
+/// Waits until the log, after byte `from`, has a line containing `needle`;
+/// returns that line.
+pub fn await_log_line(c: &Cluster, from: usize, needle: &str) -> String {
+    let mut line = String::new();
+    wait_until(
+        &format!("the log line {needle:?}"),
+        Duration::from_secs(60),
+        || match log_since(c, from).lines().find(|l| l.contains(needle)) {
+            Some(l) => {
+                line = l.to_string();
+                true
+            }
+            None => false,
+        },
+    );
+    line
+}

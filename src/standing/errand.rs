@@ -1,0 +1,229 @@
+//! The errand: a session asks the standing worker to end a backup whose
+//! session state the worker holds.
+//!
+//! Why: the server remembers per process that the process entered backup
+//! mode (`sessionBackupState`); only that process can leave backup mode
+//! without writing WAL (a void), and if another process stopped the
+//! backup, the worker would be left believing it still runs one, which an
+//! assertion of the server's next start in it trips over. So a backup the
+//! worker started is ended in the worker.
+//!
+//! The caller has claimed the label under the lock file (or renamed it, for
+//! a void) and holds its interrupts off; the slot in shared memory moves
+//! only by compare-and-swap:
+//!
+//! ```text
+//!   FREE --caller--> WRITING --caller--> POSTED --worker--> TAKEN --worker--> CALLING --worker--> DONE | FAILED
+//!                                          |                  \--worker--> DECLINED
+//!                                          \--caller, the worker gone--> FREE
+//! ```
+//!
+//! The caller frees the slot after DONE, FAILED or DECLINED. A worker that
+//! is gone before CALLING never asked the server anything, and its session
+//! state went with it: the caller then ends the backup itself, as it does
+//! after DECLINED. Between TAKEN and DONE the worker holds its interrupts
+//! off, so only a crash of the server (which ends every session) stops it
+//! at CALLING.
+
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result, SqlState, INTERNAL_ERROR};
+use crate::label::Lsn;
+use crate::server::worker::{error_fields, wait_latch_quietly, Latch};
+use crate::shared::{self, Errand};
+use crate::start::{c_text, copy_c};
+
+const FREE: u32 = 0;
+const WRITING: u32 = 1;
+const POSTED: u32 = 2;
+const TAKEN: u32 = 3;
+const CALLING: u32 = 4;
+const DONE: u32 = 5;
+const FAILED: u32 = 6;
+const DECLINED: u32 = 7;
+
+/// What the caller asks for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// pg_stop_backup: the server's stop, end-of-backup record and all.
+    Stop = 1,
+    /// A void: leave backup mode with no end-of-backup record for it.
+    Void = 2,
+}
+
+/// How the server ended a backup: by its stop (a void falls back to a stop
+/// whose end-of-backup record names no backup's start, see void.rs), at
+/// this LSN and timeline; or by leaving backup mode without WAL.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Ended {
+    Stopped { lsn: Lsn, timeline: u32 },
+    Left,
+}
+
+fn cas(errand: &Errand, from: u32, to: u32) -> bool {
+    errand
+        .state
+        .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+fn worker_pid() -> Option<i32> {
+    shared::standing_worker().map(|(_, pid)| pid)
+}
+
+/// Asks the standing worker to end the backup that started at `start_lsn`,
+/// if it holds that backup's session state. `None`: it does not (or it is
+/// gone without having asked the server anything); the caller ends the
+/// backup itself. Called with interrupts held; waits as long as the worker
+/// lives.
+pub fn ask(kind: Kind, start_lsn: Lsn) -> Option<Result<Ended>> {
+    let errand = shared::errand()?;
+    let pid = loop {
+        if shared::held() != Some(start_lsn) {
+            return None;
+        }
+        let (latch, pid) = shared::standing_worker()?;
+        if cas(errand, FREE, WRITING) {
+            errand.kind.store(kind as u32, Ordering::Relaxed);
+            errand.start_lsn.store(start_lsn, Ordering::Relaxed);
+            errand.caller_latch.store(Latch::mine().as_ptr(), Ordering::Relaxed);
+            errand.state.store(POSTED, Ordering::Release);
+            Latch::from_ptr(latch).set();
+            break pid;
+        }
+        // Only one backup runs, and only its claimant asks; a slot still
+        // in use is one whose caller is just freeing it.
+        if wait_latch_quietly(10) {
+            return Some(Err(postmaster_died()));
+        }
+    };
+    loop {
+        let state = errand.state.load(Ordering::Acquire);
+        match state {
+            DONE => {
+                let ended = match errand.stop_lsn.load(Ordering::Acquire) {
+                    0 => Ended::Left,
+                    lsn => Ended::Stopped {
+                        lsn,
+                        timeline: errand.stop_tli.load(Ordering::Acquire),
+                    },
+                };
+                errand.state.store(FREE, Ordering::Release);
+                return Some(Ok(ended));
+            }
+            FAILED => {
+                let e = failure(errand);
+                errand.state.store(FREE, Ordering::Release);
+                return Some(Err(e));
+            }
+            DECLINED => {
+                errand.state.store(FREE, Ordering::Release);
+                return None;
+            }
+            _ => {}
+        }
+        if worker_pid() != Some(pid) {
+            // The worker is gone; its exit callback has cleared `held`.
+            if (state == POSTED && cas(errand, POSTED, FREE)) || (state == TAKEN && cas(errand, TAKEN, FREE)) {
+                return None;
+            }
+            if state == CALLING && cas(errand, CALLING, FREE) {
+                return Some(Err(Error::new(
+                    INTERNAL_ERROR,
+                    "the standing worker of pg_exclusive_backup exited while it ended the backup",
+                )
+                .hint("Check pg_is_in_backup() and the server log.")));
+            }
+            continue;
+        }
+        if wait_latch_quietly(100) {
+            return Some(Err(postmaster_died()));
+        }
+    }
+}
+
+fn postmaster_died() -> Error {
+    Error::new(INTERNAL_ERROR, "the postmaster died while the backup was being ended")
+}
+
+fn failure(errand: &Errand) -> Error {
+    // SAFETY: written by the worker before it published FAILED, which the
+    // caller saw; the worker does not touch them again until the slot has
+    // been freed and posted anew.
+    let (message, detail) = unsafe { (c_text(&*errand.message.get()), c_text(&*errand.detail.get())) };
+    let e = Error::new(SqlState(errand.sqlstate.load(Ordering::Acquire)), message);
+    if detail.is_empty() {
+        e
+    } else {
+        e.detail(detail)
+    }
+}
+
+/// The worker's side: the errand waiting for it, if any, taken (TAKEN).
+/// The worker holds its interrupts off from before this call until
+/// [`Taken::finish`].
+pub fn take() -> Option<Taken> {
+    let errand = shared::errand()?;
+    if !cas(errand, POSTED, TAKEN) {
+        return None;
+    }
+    let kind = match errand.kind.load(Ordering::Acquire) {
+        1 => Kind::Stop,
+        _ => Kind::Void,
+    };
+    Some(Taken {
+        errand,
+        kind,
+        start_lsn: errand.start_lsn.load(Ordering::Acquire),
+    })
+}
+
+/// An errand the worker took.
+pub struct Taken {
+    errand: &'static Errand,
+    pub kind: Kind,
+    pub start_lsn: Lsn,
+}
+
+impl Taken {
+    /// The worker does not hold that backup: the caller ends it itself.
+    pub fn decline(self) {
+        self.errand.state.store(DECLINED, Ordering::Release);
+        self.wake();
+    }
+
+    /// The worker is about to ask the server.
+    pub fn calling(&self) {
+        self.errand.state.store(CALLING, Ordering::Release);
+    }
+
+    /// Publishes the result and wakes the caller.
+    pub fn finish(self, result: Result<Ended>) {
+        match result {
+            Ok(ended) => {
+                let (lsn, tli) = match ended {
+                    Ended::Stopped { lsn, timeline } => (lsn, timeline),
+                    Ended::Left => (0, 0),
+                };
+                self.errand.stop_lsn.store(lsn, Ordering::Release);
+                self.errand.stop_tli.store(tli, Ordering::Release);
+                self.errand.state.store(DONE, Ordering::Release);
+            }
+            Err(e) => {
+                let (code, message, detail, _) = error_fields(&e);
+                self.errand.sqlstate.store(code, Ordering::Release);
+                // SAFETY: the caller reads these only after FAILED, below.
+                unsafe {
+                    copy_c(&mut *self.errand.message.get(), &message);
+                    copy_c(&mut *self.errand.detail.get(), &detail);
+                }
+                self.errand.state.store(FAILED, Ordering::Release);
+            }
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
+        Latch::from_ptr(self.errand.caller_latch.load(Ordering::Acquire)).set();
+    }
+}
