@@ -34,6 +34,8 @@ mod label15;
 #[cfg(not(test))]
 mod archive;
 #[cfg(not(test))]
+mod errand;
+#[cfg(not(test))]
 mod mode;
 #[cfg(not(test))]
 mod monitor;

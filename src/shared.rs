@@ -252,3 +252,19 @@ pub fn set_warned(start: i64, n: u64) {
         s.warned_for.store(start, Ordering::Release);
     }
 }
+
+/// `text` into `dst`, NUL-terminated, cut at a character boundary.
+pub fn copy_c(dst: &mut [u8], text: &str) {
+    let mut n = text.len().min(dst.len() - 1);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    dst[..n].copy_from_slice(&text.as_bytes()[..n]);
+    dst[n] = 0;
+}
+
+/// The text of a NUL-terminated field.
+pub fn c_text(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}

@@ -11,13 +11,13 @@
 use crate::archive;
 use crate::disk::{self, Claim};
 use crate::duration;
+use crate::errand::{self, Ended};
 use crate::error::{not_running, Error, Result, INTERNAL_ERROR, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
 use crate::files::BACKUP_LABEL_OLD;
 use crate::hooks;
 use crate::label::{self, Lsn};
 use crate::record::{Outcome, Voider, STATE_FILE};
 use crate::server::{self, InterruptsHeld, Level};
-use crate::standing::errand::{self, Ended};
 
 pub fn recovery_error() -> Error {
     Error::new(NOT_READY, "recovery is in progress").hint("WAL control functions cannot be executed during recovery.")
@@ -131,7 +131,7 @@ pub fn stop_exclusive(wait_for_archive: bool) -> Result<Lsn> {
         // held off, a cancel cannot make it report an error for a backup it
         // has ended.
         // A backup the standing worker started is stopped in the worker,
-        // which holds its session state (standing/errand.rs).
+        // which holds its session state (errand.rs).
         let (stop_lsn, stop_tli) = match errand::ask(errand::Kind::Stop, parsed.start_lsn) {
             Some(Ok(Ended::Stopped { lsn, timeline })) => (lsn, timeline),
             Some(Ok(Ended::Left)) => {

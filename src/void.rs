@@ -16,12 +16,12 @@
 //! the backup "voided: <label>".
 
 use crate::disk;
+use crate::errand::{self, Ended};
 use crate::error::{Error, Result, INTERNAL_ERROR};
 use crate::hooks;
 use crate::label::{self, BackupLabel};
 use crate::record::{Session, Voider, STATE_FILE};
 use crate::server::{self, InterruptsHeld, Level, PreparedStop};
-use crate::standing::errand::{self, Ended};
 
 /// A backup that was voided.
 pub struct Voided {

@@ -13,13 +13,12 @@
 //! its own. If it exits, the backup it held runs on: the server counts it
 //! until a session stops or voids it with the server's stop.
 
-pub mod errand;
-
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::disk;
 use crate::duration::{self, Due};
+use crate::errand::{self, Ended, Kind};
 use crate::error::{Error, Result};
 use crate::label::{self, BackupLabel, Lsn};
 use crate::record::Voider;
@@ -32,7 +31,6 @@ use crate::server::{self, settings, InterruptsHeld, PreparedStop};
 use crate::shared;
 use crate::start::{self, Request};
 use crate::void::{self, started_by};
-use errand::{Ended, Kind};
 
 /// The backup whose session state this worker holds.
 struct Held {

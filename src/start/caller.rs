@@ -4,15 +4,13 @@ use std::cell::{Cell, UnsafeCell};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32};
 
-use super::{
-    c_text, copy_c, Failure, Request, ABANDONED, COMMIT, DECLINED, FAILED, NAME_BYTES, PENDING, READY, STARTED,
-};
+use super::{Failure, Request, ABANDONED, COMMIT, DECLINED, FAILED, NAME_BYTES, PENDING, READY, STARTED};
 use crate::disk;
 use crate::error::{already_running, Error, Result, SqlState, INSUFFICIENT_RESOURCES, INTERNAL_ERROR};
 use crate::label::{self, Lsn, MAX_LABEL_BYTES};
 use crate::server::worker::{send_cancel, wait_latch_quietly, Latch, OnDetach, Segment, Worker, WorkerState};
 use crate::server::{self, InterruptsHeld};
-use crate::shared;
+use crate::shared::{self, c_text, copy_c};
 
 /// How long pg_start_backup waits for a free background worker slot.
 const SLOT_WAIT_MS: i64 = 10_000;

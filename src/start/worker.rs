@@ -9,7 +9,7 @@ use std::ffi::{c_void, CStr};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use super::{c_text, copy_c, no_birth_times, Request, COMMIT, DECLINED, FAILED, PENDING, READY, STARTED};
+use super::{no_birth_times, Request, COMMIT, DECLINED, FAILED, PENDING, READY, STARTED};
 use crate::disk::{self, Publication, Transaction};
 use crate::error::{already_running, Error, Result, ADMIN_SHUTDOWN, INTERNAL_ERROR};
 use crate::hooks;
@@ -18,7 +18,7 @@ use crate::record::{Record, Session};
 use crate::server::boundary::{log, panic_as_error};
 use crate::server::worker::{before_shmem_exit, error_fields, worker_signals, Latch, OnExit, Segment};
 use crate::server::{self, InterruptsHeld};
-use crate::shared;
+use crate::shared::{self, c_text, copy_c};
 
 /// The short-lived worker's main function; `handle` names the caller's
 /// segment.
@@ -196,7 +196,7 @@ fn start_here(req: &Request, left_in_place: &Cell<bool>, standing: bool) -> Resu
     });
     let started = server::start_backup(&label, req.fast, &entered)?;
     // Before the label can be seen: a stop of this backup must find it
-    // held (see standing/errand.rs).
+    // held (see errand.rs).
     if standing {
         shared::set_held(Some(started.start_lsn));
     }

@@ -30,8 +30,7 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, Result, SqlState, INTERNAL_ERROR};
 use crate::label::Lsn;
 use crate::server::worker::{error_fields, wait_latch_quietly, Latch};
-use crate::shared::{self, Errand};
-use crate::start::{c_text, copy_c};
+use crate::shared::{self, c_text, copy_c, Errand};
 
 const FREE: u32 = 0;
 const WRITING: u32 = 1;
