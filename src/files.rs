@@ -355,11 +355,18 @@ pub fn replace(dir: &Path, name: &str, content: &[u8]) -> Result<()> {
 
 /// Removes `name` durably. Returns whether it existed.
 pub fn remove(dir: &Path, name: &str) -> Result<bool> {
+    let removed = unlink(dir, name)?;
+    if removed {
+        fsync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+/// Removes `name`; durable only once the directory is fsynced (by the
+/// caller's next durable change in it). Returns whether it existed.
+pub fn unlink(dir: &Path, name: &str) -> Result<bool> {
     match fs::remove_file(dir.join(name)) {
-        Ok(()) => {
-            fsync_dir(dir)?;
-            Ok(true)
-        }
+        Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(Error::file("remove", name, &e)),
     }

@@ -96,8 +96,11 @@ pub fn claim<H>(
     map.armed = false;
     label.armed = false;
     shared::set_running_backup(None);
-    let _ = files::remove(data_dir(), &claimed_map);
-    let _ = files::remove(data_dir(), claimed);
+    // Durable with the directory's next fsync, the stop LSN's record a
+    // moment later: until then a crash may bring the private names back,
+    // which nothing reads.
+    let _ = files::unlink(data_dir(), &claimed_map);
+    let _ = files::unlink(data_dir(), claimed);
     Ok((Claim::Taken(recorded.err()), held))
 }
 
