@@ -25,6 +25,8 @@
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "storage/condition_variable.h"
+#include "storage/fd.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -531,7 +533,10 @@ peb_standing_worker_init(uint32 *cancel_word)
 	pqsignal(SIGINT, peb_standing_sigint);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	/* The server's stop writes files and WAL: it expects an owner. */
+	/*
+	 * After the connection, whose transaction leaves no owner behind: the
+	 * server's start and stop expect one.
+	 */
 	CurrentResourceOwner = ResourceOwnerCreate(NULL, "pg_exclusive_backup");
 	peb_worker_context = AllocSetContextCreate(TopMemoryContext,
 											   "pg_exclusive_backup standing worker",
@@ -539,10 +544,19 @@ peb_standing_worker_init(uint32 *cancel_word)
 	MemoryContextSwitchTo(peb_worker_context);
 }
 
-/* Frees what the last round of work allocated, and its error copies. */
+/*
+ * Between two rounds of work: releases what an error caught in the last one
+ * may have left held (as the server's own background workers do when they
+ * recover from an error; nothing is held across rounds), and frees what it
+ * allocated and its error copies.
+ */
 void
 peb_standing_worker_round(void)
 {
+	LWLockReleaseAll();
+	ConditionVariableCancelSleep();
+	pgstat_report_wait_end();
+	AtEOXact_Files(false);
 	MemoryContextSwitchTo(peb_worker_context);
 	MemoryContextReset(peb_worker_context);
 	peb_reset_error_copies();

@@ -29,7 +29,8 @@ use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result, SqlState, INTERNAL_ERROR};
 use crate::label::Lsn;
-use crate::server::worker::{error_fields, wait_latch_quietly, Latch};
+use crate::server::worker::{error_fields, Latch};
+use crate::server;
 use crate::shared::{self, c_text, copy_c, Errand};
 
 const FREE: u32 = 0;
@@ -92,8 +93,8 @@ pub fn ask(kind: Kind, start_lsn: Lsn) -> Option<Result<Ended>> {
         }
         // Only one backup runs, and only its claimant asks; a slot still
         // in use is one whose caller is just freeing it.
-        if wait_latch_quietly(10) {
-            return Some(Err(postmaster_died()));
+        if let Err(e) = wait(10) {
+            return Some(Err(e));
         }
     };
     loop {
@@ -135,14 +136,16 @@ pub fn ask(kind: Kind, start_lsn: Lsn) -> Option<Result<Ended>> {
             }
             continue;
         }
-        if wait_latch_quietly(100) {
-            return Some(Err(postmaster_died()));
+        if let Err(e) = wait(100) {
+            return Some(Err(e));
         }
     }
 }
 
-fn postmaster_died() -> Error {
-    Error::new(INTERNAL_ERROR, "the postmaster died while the backup was being ended")
+/// A wait on the latch, with interrupts held; an error only when the
+/// postmaster has died.
+fn wait(ms: i64) -> Result<()> {
+    server::wait_latch(ms, false, "the standing worker ended the backup")
 }
 
 fn failure(errand: &Errand) -> Error {
