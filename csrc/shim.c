@@ -513,12 +513,16 @@ static volatile uint32 peb_serving = 0;
 static void
 peb_standing_sigint(SIGNAL_ARGS)
 {
+	/* Before 17 the server does not keep errno for its signal handlers. */
+	int			save_errno = errno;
+
 	if (peb_cancel_word != NULL && peb_serving != 0 && *peb_cancel_word == peb_serving)
 	{
 		QueryCancelPending = true;
 		InterruptPending = true;
 	}
 	SetLatch(MyLatch);
+	errno = save_errno;
 }
 
 /* Where the standing worker's requests are worked on, reset after each. */

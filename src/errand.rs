@@ -14,23 +14,27 @@
 //!
 //! ```text
 //!   FREE --caller--> WRITING --caller--> POSTED --worker--> TAKEN --worker--> CALLING --worker--> DONE | FAILED
-//!                                          |                  \--worker--> DECLINED
-//!                                          \--caller, the worker gone--> FREE
+//!                                          |                  |                  \--worker exits--> LOST
+//!                                          |                  \--worker, or its exit--> DECLINED
+//!                                          \--caller, the worker it posted to gone--> FREE
 //! ```
 //!
-//! The caller frees the slot after DONE, FAILED or DECLINED. A worker that
-//! is gone before CALLING never asked the server anything, and its session
-//! state went with it: the caller then ends the backup itself, as it does
-//! after DECLINED. Between TAKEN and DONE the worker holds its interrupts
-//! off, so only a crash of the server (which ends every session) stops it
-//! at CALLING.
+//! Only the caller frees the slot, after DONE, FAILED, DECLINED or LOST,
+//! or while nobody has taken it; only the worker that took it moves it on
+//! from TAKEN, and its exit callback settles an errand it leaves behind.
+//! A worker that declines, or exits before CALLING, never asked the server
+//! anything, and its session state goes with it: the caller then ends the
+//! backup itself. Between TAKEN and DONE the worker holds its interrupts
+//! off, so only a crash of the server (which ends every session) or a
+//! FATAL raised inside the server's stop leaves one at CALLING (LOST).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result, SqlState, INTERNAL_ERROR};
+use crate::hooks;
 use crate::label::Lsn;
-use crate::server::worker::{error_fields, Latch};
 use crate::server;
+use crate::server::worker::{error_fields, Latch};
 use crate::shared::{self, c_text, copy_c, Errand};
 
 const FREE: u32 = 0;
@@ -41,6 +45,11 @@ const CALLING: u32 = 4;
 const DONE: u32 = 5;
 const FAILED: u32 = 6;
 const DECLINED: u32 = 7;
+const LOST: u32 = 8;
+
+/// Whether this (standing worker) process has taken an errand it has not
+/// yet settled, for its exit callback.
+static TAKEN_HERE: AtomicBool = AtomicBool::new(false);
 
 /// What the caller asks for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -89,6 +98,7 @@ pub fn ask(kind: Kind, start_lsn: Lsn) -> Option<Result<Ended>> {
             errand.caller_latch.store(Latch::mine().as_ptr(), Ordering::Relaxed);
             errand.state.store(POSTED, Ordering::Release);
             Latch::from_ptr(latch).set();
+            hooks::pause("errand_posted");
             break pid;
         }
         // Only one backup runs, and only its claimant asks; a slot still
@@ -120,21 +130,19 @@ pub fn ask(kind: Kind, start_lsn: Lsn) -> Option<Result<Ended>> {
                 errand.state.store(FREE, Ordering::Release);
                 return None;
             }
-            _ => {}
-        }
-        if worker_pid() != Some(pid) {
-            // The worker is gone; its exit callback has cleared `held`.
-            if (state == POSTED && cas(errand, POSTED, FREE)) || (state == TAKEN && cas(errand, TAKEN, FREE)) {
-                return None;
-            }
-            if state == CALLING && cas(errand, CALLING, FREE) {
+            LOST => {
+                errand.state.store(FREE, Ordering::Release);
                 return Some(Err(Error::new(
                     INTERNAL_ERROR,
                     "the standing worker of pg_exclusive_backup exited while it ended the backup",
                 )
                 .hint("Check pg_is_in_backup() and the server log.")));
             }
-            continue;
+            // Nobody took it, and the worker it was posted to is gone (its
+            // exit callback has cleared `held`): a worker started since
+            // does not hold the backup. Unless one just took it.
+            POSTED if worker_pid() != Some(pid) && cas(errand, POSTED, FREE) => return None,
+            _ => {}
         }
         if let Err(e) = wait(100) {
             return Some(Err(e));
@@ -169,6 +177,7 @@ pub fn take() -> Option<Taken> {
     if !cas(errand, POSTED, TAKEN) {
         return None;
     }
+    TAKEN_HERE.store(true, Ordering::Release);
     let kind = match errand.kind.load(Ordering::Acquire) {
         1 => Kind::Stop,
         _ => Kind::Void,
@@ -190,13 +199,14 @@ pub struct Taken {
 impl Taken {
     /// The worker does not hold that backup: the caller ends it itself.
     pub fn decline(self) {
-        self.errand.state.store(DECLINED, Ordering::Release);
+        cas(self.errand, TAKEN, DECLINED);
+        TAKEN_HERE.store(false, Ordering::Release);
         self.wake();
     }
 
     /// The worker is about to ask the server.
     pub fn calling(&self) {
-        self.errand.state.store(CALLING, Ordering::Release);
+        cas(self.errand, TAKEN, CALLING);
     }
 
     /// Publishes the result and wakes the caller.
@@ -209,7 +219,7 @@ impl Taken {
                 };
                 self.errand.stop_lsn.store(lsn, Ordering::Release);
                 self.errand.stop_tli.store(tli, Ordering::Release);
-                self.errand.state.store(DONE, Ordering::Release);
+                cas(self.errand, CALLING, DONE);
             }
             Err(e) => {
                 let (code, message, detail, _) = error_fields(&e);
@@ -219,13 +229,26 @@ impl Taken {
                     copy_c(&mut *self.errand.message.get(), &message);
                     copy_c(&mut *self.errand.detail.get(), &detail);
                 }
-                self.errand.state.store(FAILED, Ordering::Release);
+                cas(self.errand, CALLING, FAILED);
             }
         }
+        TAKEN_HERE.store(false, Ordering::Release);
         self.wake();
     }
 
     fn wake(&self) {
         Latch::from_ptr(self.errand.caller_latch.load(Ordering::Acquire)).set();
+    }
+}
+
+/// The standing worker's exit callback: an errand it took and did not
+/// settle is declined (nothing was asked of the server yet) or lost.
+pub fn worker_exiting() {
+    if !TAKEN_HERE.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let Some(errand) = shared::errand() else { return };
+    if cas(errand, TAKEN, DECLINED) || cas(errand, CALLING, LOST) {
+        Latch::from_ptr(errand.caller_latch.load(Ordering::Acquire)).set();
     }
 }

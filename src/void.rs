@@ -28,6 +28,23 @@ pub struct Voided {
     pub label: BackupLabel,
     /// Who started it, as its record said.
     pub session: Option<Session>,
+    /// How the server left backup mode.
+    pub ended: Ended,
+}
+
+impl Voided {
+    /// How the server left backup mode, for a log line.
+    pub fn how(&self) -> String {
+        match self.ended {
+            Ended::Left => "the server left backup mode without writing WAL".into(),
+            Ended::Stopped { lsn, .. } => format!(
+                "the server left backup mode by a stop whose end-of-backup record, at {}, names no backup's \
+                 start; the backup history file it wrote, labelled \"voided: {}\", marks no valid backup",
+                label::format_lsn(lsn),
+                server::text_for_message(&self.label.label)
+            ),
+        }
+    }
 }
 
 /// Voids the running backup as `by` (the one whose label is `expected`,
@@ -62,7 +79,7 @@ pub fn void_running(
     // The label is gone: the server must leave backup mode now, whatever
     // happens (nothing before its call can fail but the checks the stop
     // was prepared with).
-    leave(&taken.label, shifted)?;
+    let ended = leave(&taken.label, shifted)?;
     if let Some(e) = &taken.unrecorded {
         server::boundary::report(
             Level::Warning,
@@ -75,6 +92,7 @@ pub fn void_running(
     Ok(Some(Voided {
         label: taken.label,
         session: taken.session,
+        ended,
     }))
 }
 
@@ -107,10 +125,11 @@ pub fn void_for_caller() -> Result<Vec<u8>> {
                     role
                 ),
                 Some(&format!(
-                    "It was started at {}{}. A copy taken during it is not a valid backup; backup_label was \
-                     renamed backup_label.old.",
+                    "It was started at {}{}. Its backup_label was renamed backup_label.old, and {}: a copy taken \
+                     during it is not a valid backup.",
                     v.label.start_time,
-                    started_by(v.session.as_ref())
+                    started_by(v.session.as_ref()),
+                    v.how()
                 )),
                 None,
             );

@@ -416,3 +416,35 @@ fn a_copy_taken_during_a_voided_backup_never_comes_up_consistent() {
         assert!(!log.contains("consistent recovery state reached"), "{name}:\n{log}");
     }
 }
+
+/// A stop that posted its errand to a standing worker which is then
+/// terminated before taking it: the worker started in its place does not
+/// hold the backup and declines (or the stop takes its errand back), the
+/// stop ends the backup itself, and the slot is free for the next stop,
+/// which the new worker serves.
+#[test]
+fn an_errand_left_by_a_terminated_worker_is_settled() {
+    let (c, mut s) = preloaded_probed(&[]);
+    let first = standing_worker_pid(&mut s);
+    start_backup_with(&mut s, "its worker goes", true);
+    set_test_pause(&c, "errand_posted:4000");
+    let from = log_len(&c);
+    let mut stopper = c.connect();
+    let h = thread::spawn(move || stop_backup(&mut stopper, false));
+    paused_pid(&c, "errand_posted", from);
+    s.query_one("SELECT pg_terminate_backend($1)", &[&first]).unwrap();
+    wait_until("a new standing worker", Duration::from_secs(30), || {
+        standing_worker_pid(&mut s) != first
+    });
+    h.join().unwrap();
+    set_test_pause(&c, "");
+    assert_no_backup(&c, &mut s, "after the stop without its worker");
+    let second = standing_worker_pid(&mut s);
+    let from = log_len(&c);
+    set_test_pause(&c, "worker_started:1");
+    start_backup_with(&mut s, "the new worker's", true);
+    assert_eq!(paused_pid(&c, "worker_started", from), second);
+    set_test_pause(&c, "");
+    stop_backup(&mut s, false);
+    assert_no_backup(&c, &mut s, "after the new worker's backup");
+}

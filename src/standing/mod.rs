@@ -50,6 +50,7 @@ impl OnExit for Exiting {
         // it held now runs in the stopping session.
         shared::set_held(None);
         shared::set_standing_worker(None);
+        errand::worker_exiting();
         let req = SERVING.swap(std::ptr::null_mut(), Ordering::AcqRel);
         if !req.is_null() {
             // SAFETY: SERVING is set only while the request's segment is
@@ -113,6 +114,7 @@ fn serve_start(handle: u32, held: &mut Option<Held>) {
         // SAFETY: mapped until the segment is detached below, after the
         // last use of `req`.
         let req = unsafe { &*request };
+        req.taken_by(my_pid());
         standing_worker_serving(handle);
         SERVING.store(request as *mut Request, Ordering::Release);
         if held.is_some() || shared::held().is_some() {
@@ -245,11 +247,11 @@ fn enforce_durations(held: &mut Option<Held>) -> Result<Option<i64>> {
                         duration::limit_text(seconds)
                     ),
                     Some(&format!(
-                        "It was started at {}{}. The server left backup mode without an end-of-backup record for it, \
-                         and backup_label was renamed backup_label.old: a copy taken during this backup is not a \
-                         valid backup.",
+                        "It was started at {}{}. Its backup_label was renamed backup_label.old, and {}: a copy \
+                         taken during this backup is not a valid backup.",
                         v.label.start_time,
-                        started_by(v.session.as_ref())
+                        started_by(v.session.as_ref()),
+                        v.how()
                     )),
                     Some(
                         "Find out why pg_stop_backup() never came (a post-backup script killed by its timeout, say), \

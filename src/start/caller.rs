@@ -2,7 +2,7 @@
 
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32};
 
 use super::{Failure, Request, ABANDONED, COMMIT, DECLINED, FAILED, NAME_BYTES, PENDING, READY, STARTED};
 use crate::disk;
@@ -47,7 +47,11 @@ impl Caller<'_> {
     fn server_gone(&self) -> Result<bool> {
         Ok(match self.server.get() {
             Server::None => true,
-            Server::Standing(pid) => shared::standing_worker().map(|(_, p)| p) != Some(pid),
+            // A worker started since the request was posted may have taken
+            // it: that one's exit matters.
+            Server::Standing(posted_to) => {
+                shared::standing_worker().map(|(_, p)| p) != Some(self.request.taker().unwrap_or(posted_to))
+            }
             Server::Forked(w) => w.state()? == WorkerState::Stopped,
         })
     }
@@ -81,6 +85,7 @@ pub fn start_in_worker(label: &[u8], fast: bool, method: label::Method) -> Resul
             hint: [0; 512],
         }),
         settled: AtomicBool::new(false),
+        served_by: AtomicI32::new(0),
     };
     initial.label[..label.len()].copy_from_slice(label);
     copy_c(&mut initial.session_user, &session.user);
@@ -252,6 +257,11 @@ fn run(caller: &Caller) -> Result<Lsn> {
                     false
                 };
                 if fork_now {
+                    if standing {
+                        // Nobody serves it now: an abandon before a worker
+                        // is found waits for nobody.
+                        caller.server.set(Server::None);
+                    }
                     launch(caller)?;
                     forks += 1;
                     continue;
@@ -263,6 +273,7 @@ fn run(caller: &Caller) -> Result<Lsn> {
             DECLINED => {
                 // The standing worker holds a backup that is being stopped.
                 if request.cas(DECLINED, PENDING) {
+                    caller.server.set(Server::None);
                     launch(caller)?;
                     forks += 1;
                 }

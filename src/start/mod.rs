@@ -47,7 +47,7 @@
 
 use std::cell::UnsafeCell;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
 use crate::error::{Error, OBJECT_NOT_IN_PREREQUISITE_STATE};
 use crate::label::{Lsn, MAX_LABEL_BYTES};
@@ -99,6 +99,9 @@ pub struct Request {
     /// Set by the standing worker once it is done with the request (a
     /// forked worker is done when it exits).
     settled: AtomicBool,
+    /// The pid of the standing worker that took the request from the
+    /// mailbox (0 until one did): the one whose exit matters to the caller.
+    served_by: AtomicI32,
 }
 
 #[repr(C)]
@@ -122,6 +125,19 @@ impl Request {
 
     fn wake_caller(&self) {
         self.caller_latch.set();
+    }
+
+    /// The standing worker (this process) takes the request.
+    pub fn taken_by(&self, pid: i32) {
+        self.served_by.store(pid, Ordering::Release);
+    }
+
+    /// The standing worker that took the request, if one did.
+    fn taker(&self) -> Option<i32> {
+        match self.served_by.load(Ordering::Acquire) {
+            0 => None,
+            pid => Some(pid),
+        }
     }
 
     /// The standing worker is done with the request.

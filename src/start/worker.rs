@@ -97,7 +97,19 @@ pub fn serve(req: &Request, standing: bool) -> Option<Published> {
             .into();
     }
     fail(req, code, &message, &detail, &hint);
-    None
+    if !left_in_place.get() {
+        return None;
+    }
+    // The backup runs, its label in place, and this process still holds
+    // its session state: what it published is what the label says.
+    match disk::label() {
+        Ok(Some((text, label))) => Some(Published {
+            start_lsn: label.start_lsn,
+            text,
+            label,
+        }),
+        _ => None,
+    }
 }
 
 /// The standing worker cannot serve a start while it holds another
