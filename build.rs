@@ -261,12 +261,14 @@ fn write_exports_header(out_dir: &Path) {
         }
     }
     let mut rest = code.as_str();
+    let mut names = Vec::new();
     while let Some(at) = rest.find("pub extern \"C\" fn peb_") {
         rest = &rest[at + "pub extern \"C\" fn ".len()..];
         let open = rest
             .find('(')
             .unwrap_or_else(|| fail("src/lib.rs: an export without arguments"));
         let name = &rest[..open];
+        names.push(name.to_string());
         let close = rest
             .find(')')
             .unwrap_or_else(|| fail("src/lib.rs: an export without ')'"));
@@ -297,8 +299,33 @@ fn write_exports_header(out_dir: &Path) {
         header.push_str(&format!("extern {ret} {name}({params});\n"));
     }
     header.push_str("\n#endif\n");
+    check_worker_names(&names);
     fs::write(out_dir.join("peb_exports.h"), header)
         .unwrap_or_else(|e| fail(&format!("cannot write peb_exports.h: {e}")));
+}
+
+/// The postmaster finds a background worker's main function by the name
+/// the shim writes into bgw_function_name: each such name must be one that
+/// src/lib.rs exports (the compiler cannot see a string).
+fn check_worker_names(exported: &[String]) {
+    let shim = fs::read_to_string("csrc/shim.c").unwrap_or_else(|e| fail(&format!("cannot read csrc/shim.c: {e}")));
+    let mut found = 0;
+    for line in shim.lines().filter(|l| l.contains("bgw_function_name")) {
+        let Some(name) = line.split('"').nth(1) else {
+            fail(&format!(
+                "csrc/shim.c: bgw_function_name set from something else than a literal: {line}"
+            ));
+        };
+        if !exported.iter().any(|e| e == name) {
+            fail(&format!(
+                "csrc/shim.c names the worker function \"{name}\", which src/lib.rs does not export as `pub extern \"C\" fn`"
+            ));
+        }
+        found += 1;
+    }
+    if found == 0 {
+        fail("csrc/shim.c: no bgw_function_name found to check");
+    }
 }
 
 fn compile_shim(server_inc: &Path) {

@@ -9,6 +9,16 @@ pub struct Limits {
     pub warn_seconds: u64,
 }
 
+impl Limits {
+    /// From (max_duration, warn_duration) in whole seconds, 0 when off.
+    pub fn of((max_seconds, warn_seconds): (u64, u64)) -> Limits {
+        Limits {
+            max_seconds,
+            warn_seconds,
+        }
+    }
+}
+
 /// What is due for a running backup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Due {

@@ -131,6 +131,12 @@ pub fn already_running() -> Error {
         .hint("Run pg_stop_backup() and try again.")
 }
 
+/// A start or stop refused on a server in recovery, in the server's words.
+pub fn recovery_in_progress() -> Error {
+    Error::new(OBJECT_NOT_IN_PREREQUISITE_STATE, "recovery is in progress")
+        .hint("WAL control functions cannot be executed during recovery.")
+}
+
 /// A stop refused because no exclusive backup runs.
 pub fn not_running() -> Error {
     Error::new(OBJECT_NOT_IN_PREREQUISITE_STATE, "exclusive backup not in progress")

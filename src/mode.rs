@@ -38,10 +38,39 @@ pub fn init() -> Result<()> {
     Ok(())
 }
 
+/// What pg_start_backup says once the backup runs: without preload mode,
+/// what it lacks (a WARNING for streamed labels, which then need a hand
+/// after a crash; a NOTICE otherwise), and that the durations are not
+/// enforced.
+pub fn say_after_start(method: Method) {
+    warn_if_durations_unenforced();
+    if shared::preloaded() {
+        return;
+    }
+    if method == Method::Streamed {
+        report(
+            Level::Warning,
+            "backup_label says \"BACKUP METHOD: streamed\" but pg_exclusive_backup is not in shared_preload_libraries",
+            Some(
+                "If the server crashes or shuts down during this backup, it will not start again until \
+                 backup_label is renamed to backup_label.old by hand.",
+            ),
+            Some(PRELOAD_HINT),
+        );
+    } else {
+        report(
+            Level::Notice,
+            "pg_exclusive_backup is not in shared_preload_libraries",
+            None,
+            Some(NOTICE_HINT),
+        );
+    }
+}
+
 /// Without preload mode no process runs to enforce max_duration and
 /// warn_duration: pg_start_backup says so when either is set.
-pub fn warn_if_durations_unenforced() {
-    let limits = settings::duration_limits();
+fn warn_if_durations_unenforced() {
+    let limits = crate::duration::Limits::of(settings::duration_seconds());
     if shared::preloaded() || (limits.max_seconds == 0 && limits.warn_seconds == 0) {
         return;
     }

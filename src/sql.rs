@@ -1,16 +1,10 @@
 //! The bodies of the SQL functions: arguments in, the protocol modules'
 //! work, a result out. lib.rs exports each through the boundary.
 
-use crate::disk;
-use crate::error::{
-    already_running, Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY,
-};
-use crate::label::{self, BadLabelText, Method, MAX_LABEL_BYTES};
+use crate::error::Result;
 use crate::mode;
 use crate::monitor;
-use crate::server::boundary::{report, Level};
 use crate::server::{self, rows, Datum, FunctionCallInfo};
-use crate::shared;
 use crate::start;
 use crate::stop;
 
@@ -18,71 +12,10 @@ use crate::stop;
 pub fn start_backup(fcinfo: FunctionCallInfo) -> Result<Datum> {
     let label_text = server::text_arg(fcinfo, 0)?;
     let fast = server::bool_arg(fcinfo, 1);
-
-    match label::check_label_text(&label_text) {
-        Ok(()) => {}
-        Err(BadLabelText::TooLong { bytes }) => {
-            return Err(Error::new(
-                INVALID_PARAMETER_VALUE,
-                format!("backup label too long (max {MAX_LABEL_BYTES} bytes)"),
-            )
-            .detail(format!("The label is {bytes} bytes long.")))
-        }
-        Err(BadLabelText::HasLineBreak) => {
-            return Err(
-                Error::new(INVALID_PARAMETER_VALUE, "backup label must not contain a line break")
-                    .detail("A newline or carriage return would corrupt the backup_label file."),
-            )
-        }
-    }
-    if server::recovery_in_progress()? {
-        return Err(stop::recovery_error());
-    }
-    // Cheap early checks, so a second caller does not wait for a checkpoint
-    // only to lose, and something odd in the way is named at once; the
-    // race-free check is the worker's exclusive link.
-    if disk::label_metadata()?.is_some() {
-        return Err(already_running());
-    }
-    disk::check_map()?;
-    let preloaded = shared::preloaded();
-    if !preloaded && server::settings::require_preload() {
-        return Err(Error::new(
-            NOT_READY,
-            "pg_start_backup requires pg_exclusive_backup in shared_preload_libraries",
-        )
-        .detail(format!(
-            "pg_exclusive_backup.require_preload is on. {}",
-            mode::WITHOUT_PRELOAD
-        ))
-        .hint(mode::PRELOAD_HINT));
-    }
-    if preloaded && disk::birth_times_recorded() == Some(false) {
-        return Err(start::no_birth_times());
-    }
+    start::refuse_early(&label_text)?;
     let method = mode::label_method();
     let start_lsn = start::start_in_worker(&label_text, fast, method)?;
-    mode::warn_if_durations_unenforced();
-    if !preloaded {
-        if method == Method::Streamed {
-            report(
-                Level::Warning,
-                "backup_label says \"BACKUP METHOD: streamed\" but pg_exclusive_backup is not in shared_preload_libraries",
-                Some(
-                    "If the server crashes or shuts down during this backup, it will not start again until \
-                     backup_label is renamed to backup_label.old by hand.",
-                ),
-                Some(mode::PRELOAD_HINT),
-            );
-        } else {
-            report(
-                Level::Notice,
-                "pg_exclusive_backup is not in shared_preload_libraries",
-                None,
-                Some(mode::NOTICE_HINT),
-            );
-        }
-    }
+    mode::say_after_start(method);
     Ok(start_lsn as Datum)
 }
 

@@ -143,7 +143,7 @@ pub fn status(fcinfo: FunctionCallInfo) -> Result<Datum> {
         set(5, timestamptz(start) as Datum);
         // Only preload mode's standing worker enforces max_duration.
         if shared::preloaded() {
-            if let Some(d) = duration::deadline(start, server::settings::duration_limits()) {
+            if let Some(d) = duration::deadline(start, duration::Limits::of(server::settings::duration_seconds())) {
                 set(21, timestamptz(d) as Datum);
             }
         }

@@ -12,16 +12,14 @@ use crate::archive;
 use crate::disk::{self, Claim};
 use crate::duration;
 use crate::errand::{self, Ended};
-use crate::error::{not_running, Error, Result, INTERNAL_ERROR, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
+use crate::error::{
+    not_running, recovery_in_progress, Error, Result, INTERNAL_ERROR, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY,
+};
 use crate::files::BACKUP_LABEL_OLD;
 use crate::hooks;
 use crate::label::{self, Lsn};
 use crate::record::{Outcome, Voider, STATE_FILE};
 use crate::server::{self, InterruptsHeld, Level};
-
-pub fn recovery_error() -> Error {
-    Error::new(NOT_READY, "recovery is in progress").hint("WAL control functions cannot be executed during recovery.")
-}
 
 /// A non-exclusive backup started in this session owns the session's backup
 /// state, which the server's stop routine would reset.
@@ -92,7 +90,7 @@ fn ended_otherwise() -> Option<Error> {
 /// `wait_for_archive`. Returns the stop LSN.
 pub fn stop_exclusive(wait_for_archive: bool) -> Result<Lsn> {
     if server::recovery_in_progress()? {
-        return Err(recovery_error());
+        return Err(recovery_in_progress());
     }
     refuse_if_nonexclusive_backup_here()?;
     let stopped_by = server::session_info()?.user;

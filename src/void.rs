@@ -110,7 +110,7 @@ pub fn leave_from_session(label: &BackupLabel, shifted: PreparedStop) -> Result<
 /// role and returns its label.
 pub fn void_for_caller() -> Result<Vec<u8>> {
     if server::recovery_in_progress()? {
-        return Err(crate::stop::recovery_error());
+        return Err(crate::error::recovery_in_progress());
     }
     // The shifted stop would end this session's own backup state.
     crate::stop::refuse_if_nonexclusive_backup_here()?;

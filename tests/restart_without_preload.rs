@@ -18,11 +18,7 @@ use postgres::Client;
 /// probe), the extension, the probe table, a table "kept" and, if asked, a
 /// tablespace "ts" holding table "kept_ts".
 fn crash_cluster(settings: &[&str], tablespace: bool) -> (Cluster, Client) {
-    let mut all = vec!["full_page_writes = off"];
-    all.extend_from_slice(settings);
-    let c = Cluster::with_extension(&all);
-    let mut s = c.connect();
-    create_fpi_probe(&mut s);
+    let (c, mut s) = probed_cluster(settings);
     s.batch_execute("CREATE TABLE kept (note text)").unwrap();
     if tablespace {
         let dir = dir_of(&c, "tblspc");

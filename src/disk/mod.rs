@@ -32,13 +32,16 @@ mod start;
 mod stop;
 #[cfg(test)]
 mod tests;
+mod transaction;
 
 #[cfg_attr(test, allow(unused_imports))]
 pub use restart::{control_file_head, settle_at_postmaster, AtPostmaster, Voided};
 #[cfg_attr(test, allow(unused_imports))]
-pub use start::{prepare, publish, Publication, Transaction};
+pub use start::{prepare, publish, Publication};
 #[cfg_attr(test, allow(unused_imports))]
 pub use stop::{claim, forget_vanished, record_stop_lsn, void, Claim};
+#[cfg_attr(test, allow(unused_imports))]
+pub use transaction::Transaction;
 
 /// How a process waits a moment between two tries for the lock file: an
 /// error ends the wait (a backend's cancel).

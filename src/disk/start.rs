@@ -2,90 +2,13 @@
 //! place together under the lock, or none of them, and the server's backup
 //! mode left again with them.
 
-use std::cell::Cell;
-
-use super::{facts, old_label, Between, Lock, LOCK_WAIT};
+use super::{facts, old_label, Between, Lock, Transaction, LOCK_WAIT};
 use crate::error::{already_running, Error, Result};
 use crate::files::{self, data_dir, FileId, Prepared, Published, BACKUP_LABEL, CONTROL_FILE, TABLESPACE_MAP};
 use crate::hooks;
 use crate::record::{Record, MAX_STATE_BYTES, STATE_FILE as STATE_FILE_NAME};
 use crate::shared;
 use crate::verdict;
-
-/// One step of a start, and how it is undone.
-enum Step {
-    /// The caller's own step (the server's backup mode), undone by calling
-    /// it.
-    Caller(Box<dyn FnOnce()>),
-    /// The record replaced; the bytes it had (`None`: there was none).
-    Record(Option<Vec<u8>>),
-    /// The label linked into place, for the backup that started at
-    /// `start` (TimestampTz).
-    Label { start: i64 },
-}
-
-/// The steps of a start, undone in reverse order when it is dropped,
-/// unless it was committed. Once its first file step is due it holds the
-/// lock, so the undo, too, runs under the lock. A linked label that cannot
-/// be removed again stops the undo there: the backup then stays running
-/// with it (the record describing it, the caller's step kept, shared
-/// memory saying so), label and server agreeing, and `left_in_place` says
-/// so.
-pub struct Transaction<'a> {
-    steps: Vec<Step>,
-    left_in_place: &'a Cell<bool>,
-    // Declared last: dropped after the undo in `drop`.
-    lock: Option<Lock>,
-}
-
-impl<'a> Transaction<'a> {
-    pub fn new(left_in_place: &'a Cell<bool>) -> Transaction<'a> {
-        Transaction {
-            steps: Vec::new(),
-            left_in_place,
-            lock: None,
-        }
-    }
-
-    /// Adds the caller's undo step; it runs last of all.
-    pub fn on_undo(&mut self, undo: impl FnOnce() + 'static) {
-        self.steps.push(Step::Caller(Box::new(undo)));
-    }
-
-    fn undo(&mut self) {
-        while let Some(step) = self.steps.pop() {
-            match step {
-                Step::Label { start } => {
-                    let removed = files::remove(data_dir(), BACKUP_LABEL).is_ok()
-                        || files::regular_or_absent(data_dir(), BACKUP_LABEL).is_ok_and(|m| m.is_none());
-                    if !removed {
-                        shared::set_running_backup(Some(start));
-                        self.left_in_place.set(true);
-                        self.steps.clear();
-                    }
-                }
-                Step::Record(before) => {
-                    let _ = match before {
-                        Some(bytes) => files::replace(data_dir(), STATE_FILE_NAME, &bytes),
-                        None => files::remove(data_dir(), STATE_FILE_NAME).map(|_| ()),
-                    };
-                }
-                Step::Caller(undo) => undo(),
-            }
-        }
-    }
-
-    /// Keeps everything; lets go of the lock.
-    fn commit(mut self) {
-        self.steps.clear();
-    }
-}
-
-impl Drop for Transaction<'_> {
-    fn drop(&mut self) {
-        self.undo();
-    }
-}
 
 /// A start's label and map, written and fsynced under private names, and
 /// the identities the record keeps (see record.rs).
@@ -137,7 +60,7 @@ pub struct Publication {
 /// all of them, and the transaction is committed (the label is the
 /// backup's from then on), or none, the transaction undoing every step.
 pub fn publish(mut txn: Transaction, p: Publication, between: Between) -> Result<()> {
-    txn.lock = Some(Lock::take_or_fail(LOCK_WAIT, between)?);
+    txn.hold(Lock::take_or_fail(LOCK_WAIT, between)?);
     let raced = || already_running().detail("Another session started an exclusive backup at the same time.");
     // The record describes the running backup's label: never replace it
     // while one is in place.
@@ -160,13 +83,13 @@ pub fn publish(mut txn: Transaction, p: Publication, between: Between) -> Result
     // postmaster is killed right after the link.
     // Pushed first: a rename that succeeds before a failed directory fsync
     // is undone too (putting the old record back is right either way).
-    txn.steps.push(Step::Record(before));
+    txn.replacing_record(before);
     files::replace(data_dir(), STATE_FILE_NAME, &record.to_bytes())?;
     hooks::pause("worker_recorded");
     if p.files.label.link_exclusive()? == Published::AlreadyExists {
         return Err(raced());
     }
-    txn.steps.push(Step::Label { start: p.start_time });
+    txn.linked_label(p.start_time);
     hooks::may_panic("worker_linked");
     files::fsync_dir(data_dir())?;
     // The label is ours now, and with it the right to tablespace_map. A

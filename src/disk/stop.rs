@@ -2,7 +2,7 @@
 //! together under the lock, the stop (or the void) recorded, and later the
 //! stop's LSN.
 
-use super::{now_micros, record, Between, Lock, BRIEF_LOCK_WAIT, LOCK_WAIT};
+use super::{now_micros, record, Between, Lock, Transaction, BRIEF_LOCK_WAIT, LOCK_WAIT};
 use crate::error::{Error, Result, OBJECT_NOT_IN_PREREQUISITE_STATE as NOT_READY};
 use crate::files::{
     self, data_dir, BACKUP_LABEL, BACKUP_LABEL_OLD, CONTROL_FILE, LOCK_FILE, TABLESPACE_MAP, TABLESPACE_MAP_OLD,
@@ -23,22 +23,6 @@ pub enum Claim {
     Changed,
 }
 
-/// Puts a file taken away under a private name back in place when
-/// dropped, unless disarmed.
-struct PutBack {
-    taken: String,
-    name: &'static str,
-    armed: bool,
-}
-
-impl Drop for PutBack {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = files::put_back(data_dir(), &self.taken, self.name);
-        }
-    }
-}
-
 /// With the lock held against starts and other stops: takes backup_label
 /// and tablespace_map out of their places if the label still is `expected`
 /// (renamed to private names based on `claimed`, then removed), and
@@ -55,7 +39,7 @@ pub fn claim<H>(
     between: Between,
     hold: impl FnOnce() -> H,
 ) -> Result<(Claim, H)> {
-    let _lock = Lock::take_or_fail(LOCK_WAIT, between)?;
+    let mut txn = Transaction::under(Lock::take_or_fail(LOCK_WAIT, between)?);
     let held = hold();
     match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? {
         None => return Ok((Claim::Gone, held)),
@@ -63,23 +47,12 @@ pub fn claim<H>(
         Some(_) => {}
     }
     hooks::pause("stop_locked");
-    let mut label = PutBack {
-        taken: claimed.to_string(),
-        name: BACKUP_LABEL,
-        armed: true,
-    };
-    if !files::rename(data_dir(), BACKUP_LABEL, claimed)? {
-        label.armed = false;
+    if !txn.rename(BACKUP_LABEL, claimed)? {
         return Ok((Claim::Gone, held));
     }
     hooks::may_panic("stop_renamed");
     let claimed_map = format!("{TABLESPACE_MAP}{}", &claimed[BACKUP_LABEL.len()..]);
-    let mut map = PutBack {
-        taken: claimed_map.clone(),
-        name: TABLESPACE_MAP,
-        armed: true,
-    };
-    files::rename(data_dir(), TABLESPACE_MAP, &claimed_map)?;
+    txn.rename(TABLESPACE_MAP, &claimed_map)?;
     // The record says so before anyone can see the label gone for good;
     // but a full disk must not keep a backup from being stopped.
     let stopped = Record::stopped(
@@ -93,9 +66,8 @@ pub fn claim<H>(
     let recorded = files::replace(data_dir(), STATE_FILE, &stopped.to_bytes());
     // Taken, both (or the label and no map): from here the stop must reach
     // the server.
-    map.armed = false;
-    label.armed = false;
     shared::set_running_backup(None);
+    let _lock = txn.commit();
     // Durable with the directory's next fsync, the stop LSN's record a
     // moment later: until then a crash may bring the private names back,
     // which nothing reads.
@@ -157,7 +129,7 @@ pub fn void<H>(
     between: Between,
     hold: impl FnOnce() -> H,
 ) -> Result<(Option<VoidTaken>, H)> {
-    let _lock = Lock::take_or_fail(LOCK_WAIT, between)?;
+    let mut txn = Transaction::under(Lock::take_or_fail(LOCK_WAIT, between)?);
     let held = hold();
     let text = match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? {
         None => return Ok((None, held)),
@@ -167,23 +139,10 @@ pub fn void<H>(
     let label = super::parse_label(&text)?;
     let old = record();
     hooks::pause("void_locked");
-    let mut put_label = PutBack {
-        taken: BACKUP_LABEL_OLD.to_string(),
-        name: BACKUP_LABEL,
-        armed: true,
-    };
-    if !files::rename(data_dir(), BACKUP_LABEL, BACKUP_LABEL_OLD)? {
-        put_label.armed = false;
+    if !txn.rename(BACKUP_LABEL, BACKUP_LABEL_OLD)? {
         return Ok((None, held));
     }
-    let mut put_map = PutBack {
-        taken: TABLESPACE_MAP_OLD.to_string(),
-        name: TABLESPACE_MAP,
-        armed: true,
-    };
-    if !files::rename(data_dir(), TABLESPACE_MAP, TABLESPACE_MAP_OLD)? {
-        put_map.armed = false;
-    }
+    txn.rename(TABLESPACE_MAP, TABLESPACE_MAP_OLD)?;
     let session = old.as_ref().filter(|r| r.label == text).and_then(|r| r.session.clone());
     let voided = Record::voided(
         old,
@@ -196,9 +155,8 @@ pub fn void<H>(
     let unrecorded = files::replace(data_dir(), STATE_FILE, &voided.to_bytes()).err();
     // Renamed, both (or the label and no map): from here the server must
     // leave backup mode.
-    put_map.armed = false;
-    put_label.armed = false;
     shared::set_running_backup(None);
+    let _lock = txn.commit();
     Ok((
         Some(VoidTaken {
             label,

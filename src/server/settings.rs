@@ -38,14 +38,12 @@ pub fn require_preload() -> bool {
     unsafe { pg::peb_require_preload_setting() }
 }
 
-/// pg_exclusive_backup.max_duration and warn_duration, as read now.
-pub fn duration_limits() -> crate::duration::Limits {
+/// pg_exclusive_backup.max_duration and warn_duration, as read now: whole
+/// seconds, 0 when off.
+pub fn duration_seconds() -> (u64, u64) {
     // SAFETY: reads setting variables.
     let (max, warn) = unsafe { (pg::peb_max_duration_setting(), pg::peb_warn_duration_setting()) };
-    crate::duration::Limits {
-        max_seconds: u64::try_from(max).unwrap_or(0),
-        warn_seconds: u64::try_from(warn).unwrap_or(0),
-    }
+    (u64::try_from(max).unwrap_or(0), u64::try_from(warn).unwrap_or(0))
 }
 
 /// Rereads the configuration file if the postmaster asked for it (SIGHUP);

@@ -180,7 +180,7 @@ fn enforce_durations(held: &mut Option<Held>) -> Result<Option<i64>> {
     let Some(Some(start_ts)) = shared::running_backup() else {
         return Ok(None);
     };
-    let limits = settings::duration_limits();
+    let limits = duration::Limits::of(settings::duration_seconds());
     let start = start_ts + label::POSTGRES_EPOCH_UNIX_SECONDS * 1_000_000;
     let now = disk::now_micros();
     let (due, next) = duration::due(start, now, limits, shared::warned(start_ts));

@@ -49,9 +49,14 @@ use std::cell::UnsafeCell;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 
-use crate::error::{Error, OBJECT_NOT_IN_PREREQUISITE_STATE};
-use crate::label::{Lsn, MAX_LABEL_BYTES};
-use crate::server::worker::Latch;
+use crate::disk;
+use crate::error::{
+    already_running, recovery_in_progress, Error, Result, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE,
+};
+use crate::label::{self, BadLabelText, Lsn, MAX_LABEL_BYTES};
+use crate::mode;
+use crate::server::{self, worker::Latch};
+use crate::shared;
 
 mod caller;
 mod worker;
@@ -153,6 +158,55 @@ impl Request {
     fn wake_worker(&self) {
         Latch::from_ptr(self.worker_latch.load(Ordering::Acquire)).set();
     }
+}
+
+/// What pg_start_backup refuses before it asks a worker: a bad label, a
+/// server in recovery, a backup already in place, something odd in the
+/// way, preload mode required but off, a file system without birth times
+/// in preload mode. Cheap early checks, so that a second caller does not
+/// wait for a checkpoint only to lose, and something odd in the way is
+/// named at once; the race-free checks are the worker's (its exclusive
+/// link, the birth time of the very label file it writes).
+pub fn refuse_early(label_text: &[u8]) -> Result<()> {
+    match label::check_label_text(label_text) {
+        Ok(()) => {}
+        Err(BadLabelText::TooLong { bytes }) => {
+            return Err(Error::new(
+                INVALID_PARAMETER_VALUE,
+                format!("backup label too long (max {MAX_LABEL_BYTES} bytes)"),
+            )
+            .detail(format!("The label is {bytes} bytes long.")))
+        }
+        Err(BadLabelText::HasLineBreak) => {
+            return Err(
+                Error::new(INVALID_PARAMETER_VALUE, "backup label must not contain a line break")
+                    .detail("A newline or carriage return would corrupt the backup_label file."),
+            )
+        }
+    }
+    if server::recovery_in_progress()? {
+        return Err(recovery_in_progress());
+    }
+    if disk::label_metadata()?.is_some() {
+        return Err(already_running());
+    }
+    disk::check_map()?;
+    let preloaded = shared::preloaded();
+    if !preloaded && server::settings::require_preload() {
+        return Err(Error::new(
+            OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_start_backup requires pg_exclusive_backup in shared_preload_libraries",
+        )
+        .detail(format!(
+            "pg_exclusive_backup.require_preload is on. {}",
+            mode::WITHOUT_PRELOAD
+        ))
+        .hint(mode::PRELOAD_HINT));
+    }
+    if preloaded && disk::birth_times_recorded() == Some(false) {
+        return Err(no_birth_times());
+    }
+    Ok(())
 }
 
 /// Preload mode tells the primary's own label from a copy's by its birth

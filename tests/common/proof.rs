@@ -362,10 +362,25 @@ pub fn assert_no_backup(c: &Cluster, s: &mut Client, when: &str) {
 /// unclean line in the log.
 #[track_caller]
 pub fn assert_quiet(c: &Cluster, s: &mut Client, when: &str) {
+    assert_not_running(c, s, when);
+    c.assert_log_clean();
+}
+
+/// No label in place (a renamed one may be there), no backup counted, no
+/// full-page writes forced.
+#[track_caller]
+fn assert_not_running(c: &Cluster, s: &mut Client, when: &str) {
     assert!(!c.exists("backup_label"), "{when}: backup_label is there");
     assert!(!in_backup(s), "{when}: pg_is_in_backup() is true");
     assert_no_forced_fpi(s, when);
-    c.assert_log_clean();
+}
+
+/// As after a void or a restart: neither label nor map in place (renamed
+/// ones may be there), no backup counted, no full-page writes forced.
+#[track_caller]
+pub fn assert_none_in_place(c: &Cluster, s: &mut Client, when: &str) {
+    assert_not_running(c, s, when);
+    assert!(!c.exists("tablespace_map"), "{when}: tablespace_map is there");
 }
 
 /// The probe sees full-page images during a backup and none outside one.
@@ -380,10 +395,18 @@ pub fn probe_works(s: &mut Client) {
 /// A start and a stop still work, and leave no backup behind.
 #[track_caller]
 pub fn backup_works(c: &Cluster, s: &mut Client, label: &str) {
+    cycle_works(c, s, label);
+    assert_no_backup(c, s, &format!("after backup {label:?}"));
+}
+
+/// A start and a stop still work, and leave nothing in place (labels
+/// renamed before, by a void or a restart, may stay).
+#[track_caller]
+pub fn cycle_works(c: &Cluster, s: &mut Client, label: &str) {
     start_backup_with(s, label, true);
     assert!(in_backup(s));
     stop_backup(s, false);
-    assert_no_backup(c, s, &format!("after backup {label:?}"));
+    assert_none_in_place(c, s, &format!("after backup {label:?}"));
 }
 
 /// Waits until backend `pid` has left pg_stat_activity.
@@ -400,23 +423,14 @@ pub fn wait_backend_gone(c: &mut Client, pid: i32) {
 /// The pid in the log line that announces a test pause at `point` (after
 /// byte `from` of the log), once it is there.
 pub fn paused_pid(c: &Cluster, point: &str, from: usize) -> i32 {
-    let needle = format!("test pause at {point}");
-    let mut pid = 0;
-    wait_until(&format!("the pause at {point}"), Duration::from_secs(30), || {
-        let log = c.log();
-        if let Some(line) = log[from.min(log.len())..].lines().find(|l| l.contains(&needle)) {
-            pid = line
-                .split('[')
-                .nth(1)
-                .and_then(|r| r.split(']').next())
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0);
-            true
-        } else {
-            false
-        }
-    });
-    assert!(pid > 0, "no pid in the pause line");
+    let line = await_log_line(c, from, &format!("test pause at {point}"));
+    let pid = line
+        .split('[')
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    assert!(pid > 0, "no pid in the pause line: {line}");
     pid
 }
 
@@ -424,17 +438,33 @@ pub fn paused_pid(c: &Cluster, point: &str, from: usize) -> i32 {
 /// and `command` as archive_command, in which ARCHIVE names `archive/`
 /// beside the data directory (returned) and ROOT that directory's parent.
 pub fn archiving_cluster(command: &str, mode: &str) -> (Cluster, PathBuf) {
-    let mut c = Cluster::init(&["full_page_writes = off", &format!("archive_mode = {mode}")]);
+    let (c, mut s, archive) = archived(
+        &["full_page_writes = off", &format!("archive_mode = {mode}")],
+        command,
+        false,
+    );
+    create_fpi_probe(&mut s);
+    (c, archive)
+}
+
+/// The one builder of archiving clusters: started, with `settings`, the
+/// extension, `command` as archive_command (ARCHIVE: `archive/` beside the
+/// data directory, returned; ROOT: that directory's parent) and, if asked,
+/// a restore_command reading that archive.
+fn archived(settings: &[&str], command: &str, restore: bool) -> (Cluster, Client, PathBuf) {
+    let mut c = Cluster::init(settings);
     let archive = c.make_dir("archive");
     let command = command
         .replace("ARCHIVE", &archive.display().to_string())
         .replace("ROOT", &c.root().display().to_string());
     c.append_conf(&[&format!("archive_command = '{command}'")]);
+    if restore {
+        c.append_conf(&[&format!("restore_command = 'cp {}/%f %p'", archive.display())]);
+    }
     c.start();
     c.create_extension();
-    let mut s = c.connect();
-    create_fpi_probe(&mut s);
-    (c, archive)
+    let s = c.connect();
+    (c, s, archive)
 }
 
 /// Names in the data directory that a backup may leave behind.
@@ -563,15 +593,7 @@ pub fn preloaded(extra: &[&str]) -> (Cluster, Client) {
 /// A running cluster with `settings`, the extension, and WAL archived
 /// into `archive/` beside the data directory, which restore_command reads.
 pub fn archiving(settings: &[&str]) -> (Cluster, Client) {
-    let mut c = Cluster::init(settings);
-    let archive = c.make_dir("archive");
-    c.append_conf(&[
-        &format!("archive_command = 'cp %p {}/%f'", archive.display()),
-        &format!("restore_command = 'cp {}/%f %p'", archive.display()),
-    ]);
-    c.start();
-    c.create_extension();
-    let s = c.connect();
+    let (c, s, _) = archived(settings, "cp %p ARCHIVE/%f", true);
     (c, s)
 }
 
