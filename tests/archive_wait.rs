@@ -42,7 +42,7 @@ fn connect_listening(c: &Cluster) -> (Client, Heard) {
 }
 
 /// What the session heard, but pg_start_backup's note that preload mode
-/// is off (tests/preload.rs checks that one).
+/// is off (tests/restart_with_preload.rs checks that one).
 fn messages(heard: &Heard) -> Vec<String> {
     heard
         .lock()
@@ -226,5 +226,40 @@ fn archive_mode_always_on_a_primary_waits_as_on() {
         ["NOTICE: all required WAL segments have been archived"]
     );
     assert_no_forced_fpi(&mut s, "after the backup");
+    c.assert_log_clean();
+}
+
+/// PostgreSQL 14's one-argument stop in a session holding a non-exclusive
+/// backup is 14's non-exclusive stop, which waits for the archiver, whatever
+/// the argument is called: a slow archiver has archived both files by the
+/// time the row comes back.
+#[test]
+fn fourteen_s_non_exclusive_stop_waits_for_the_archiver() {
+    let (c, _) = archiving_cluster("sleep 0.3 && cp %p ARCHIVE/%f", "on");
+    let (mut s, heard) = connect_listening(&c);
+    for stop_sql in [
+        "SELECT lsn, labelfile FROM pg_stop_backup(false)",
+        "SELECT lsn, labelfile FROM pg_stop_backup(wait_for_archive => false)",
+    ] {
+        let start: PgLsn = s
+            .query_one("SELECT pg_start_backup('fourteen', true, false)", &[])
+            .unwrap()
+            .get(0);
+        heard.lock().unwrap().clear();
+        let row = s.query_one(stop_sql, &[]).unwrap();
+        let (stop, label): (PgLsn, String) = (row.get(0), row.get(1));
+        let (last, history) = awaited_files(&mut s, u64::from(start), u64::from(stop));
+        assert!(
+            done_at(&c, &last).is_some() && done_at(&c, &history).is_some(),
+            "{stop_sql} returned before {last} and {history} were archived"
+        );
+        assert!(label.contains("LABEL: fourteen\n"), "{label}");
+        assert_eq!(
+            messages(&heard),
+            ["NOTICE: all required WAL segments have been archived"],
+            "{stop_sql}"
+        );
+    }
+    assert_no_forced_fpi(&mut s, "after the backups");
     c.assert_log_clean();
 }

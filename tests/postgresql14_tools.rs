@@ -54,6 +54,22 @@ fn restores_with(c: &Cluster, files: &std::path::Path, labelfile: &str, spcmapfi
     restored.stop();
 }
 
+/// The one row of `sql` sent as psql sends it (the simple query
+/// protocol), as text.
+fn psql_row(s: &mut Client, sql: &str) -> Vec<Option<String>> {
+    let rows: Vec<_> = s
+        .simple_query(sql)
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows.len(), 1, "{sql}");
+    rows.into_iter().next().unwrap()
+}
+
 fn cluster(preload: bool) -> Cluster {
     // The tools ask for a spread checkpoint at the start; the test does not
     // wait for one.
@@ -70,40 +86,49 @@ fn cluster(preload: bool) -> Cluster {
     c
 }
 
-/// pitrery 3.4 (`pitrery backup`), in preload mode: start and stop in one
-/// psql coprocess, the stop's label written into the backup.
+/// pitrery 3.4 (`pitrery backup`), in plain and in preload mode: start and
+/// stop in one psql coprocess, the stop's label written into the backup.
 #[test]
 fn pitrery_takes_a_backup_that_restores() {
-    let c = cluster(true);
-    let mut held = c.connect();
-    held.batch_execute("select pg_start_backup('pitrery_2026.12.02_03.00.00', true, false);")
-        .unwrap();
-    // An exclusive backup of another tool runs beside it, untouched.
-    let mut other = c.connect();
-    start_backup(&mut other, "beside pitrery");
-    let files = copy_under_load(&c, "pitrery");
-    let row = held
-        .query_one("select labelfile, spcmapfile from pg_stop_backup(false);", &[])
-        .unwrap();
-    let (labelfile, spcmapfile): (String, String) = (row.get(0), row.get(1));
-    assert!(
-        labelfile.contains("LABEL: pitrery_2026.12.02_03.00.00\n"),
-        "{labelfile}"
-    );
-    assert!(in_backup(&mut other), "the exclusive backup was stopped");
-    stop_backup(&mut other, true);
-    restores_with(&c, &files, &labelfile, &spcmapfile);
-    c.assert_log_clean();
+    for preload in [false, true] {
+        let c = cluster(preload);
+        let mut held = c.connect();
+        held.batch_execute("select pg_start_backup('pitrery_2026.12.02_03.00.00', true, false);")
+            .unwrap();
+        // An exclusive backup of another tool runs beside it, untouched.
+        let mut other = c.connect();
+        start_backup(&mut other, "beside pitrery");
+        let files = copy_under_load(&c, "pitrery");
+        let row = psql_row(&mut held, "select labelfile, spcmapfile from pg_stop_backup(false);");
+        let (labelfile, spcmapfile) = (row[0].clone().unwrap(), row[1].clone().unwrap());
+        assert!(
+            labelfile.contains("LABEL: pitrery_2026.12.02_03.00.00\n"),
+            "preload {preload}: {labelfile}"
+        );
+        assert!(
+            in_backup(&mut other),
+            "preload {preload}: the exclusive backup was stopped"
+        );
+        stop_backup(&mut other, true);
+        restores_with(&c, &files, &labelfile, &spcmapfile);
+        c.assert_log_clean();
+    }
 }
 
 /// safe-backup (Laurenz Albe's pre/post-backup scripts, the release before
-/// they moved to PostgreSQL 15's functions), in plain mode: the pre-backup
+/// they moved to PostgreSQL 15's functions), in plain and in preload mode:
+/// the pre-backup
 /// script's session holds the backup and records its state in a table; the
 /// post-backup script, in another session, marks it done, and the held
 /// session stops it and stores the label in the table.
 #[test]
 fn safe_backup_takes_a_backup_that_restores() {
-    let c = cluster(false);
+    for preload in [false, true] {
+        safe_backup(cluster(preload));
+    }
+}
+
+fn safe_backup(c: Cluster) {
     let mut pre = c.connect();
     pre.batch_execute(
         "SET client_min_messages = error;
@@ -124,15 +149,13 @@ fn safe_backup_takes_a_backup_that_restores() {
          CREATE UNIQUE INDEX IF NOT EXISTS backup_unique ON backup ((1));",
     )
     .unwrap();
-    pre.query_one(
+    psql_row(
+        &mut pre,
         "SELECT count(pg_terminate_backend(pid))
          FROM backup
          WHERE state = 'running'::backup_state;",
-        &[],
-    )
-    .unwrap();
-    pre.query_one("SELECT pg_start_backup('2026-12-02 03:00:00', FALSE, FALSE);", &[])
-        .unwrap();
+    );
+    psql_row(&mut pre, "SELECT pg_start_backup('2026-12-02 03:00:00', FALSE, FALSE);");
     pre.batch_execute(
         "INSERT INTO backup (state, pid, backup_label, tablespace_map)
              VALUES ('running'::backup_state, pg_backend_pid(), NULL, NULL)
@@ -151,7 +174,7 @@ fn safe_backup_takes_a_backup_that_restores() {
         .unwrap()
         .get(0);
     assert_eq!(state, "done");
-    pre.batch_execute(
+    pre.simple_query(
         "UPDATE backup SET
              (state, backup_label, tablespace_map) =
              (SELECT 'complete'::backup_state, labelfile, spcmapfile

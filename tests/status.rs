@@ -1,6 +1,6 @@
 //! pg_exclusive_backup_status() across sessions, databases, restarts and
 //! copies; the metrics query of the README; and ALTER EXTENSION UPDATE
-//! from 1.0 with a backup running.
+//! from 1.0 and 1.1 with a backup running.
 
 mod common;
 
@@ -385,6 +385,13 @@ fn update_from_1_0_and_1_1_during_a_backup_matches_a_fresh_install() {
              GRANT EXECUTE ON FUNCTION pg_start_backup(text, boolean), pg_stop_backup(boolean) TO backup_op"
         ))
         .unwrap();
+        // 1.1 added PostgreSQL 14's three-argument start and two-argument
+        // stop; 1.2 replaces the stop's body (PL/pgSQL by C).
+        let fourteen = "pg_start_backup(text, boolean, boolean), pg_stop_backup(boolean, boolean)";
+        if from == "1.1" {
+            old.batch_execute(&format!("GRANT EXECUTE ON FUNCTION {fourteen} TO backup_op"))
+                .unwrap();
+        }
         let stop_oid: u32 = old
             .query_one("SELECT 'pg_stop_backup(boolean)'::regprocedure::oid", &[])
             .unwrap()
@@ -428,6 +435,26 @@ fn update_from_1_0_and_1_1_during_a_backup_matches_a_fresh_install() {
         start_backup(&mut op, "stopped by pg_stop_backup()");
         let bare: PgLsn = op.query_one("SELECT pg_stop_backup()", &[]).unwrap().get(0);
         assert!(lsn(bare) > stop);
+        if from == "1.1" {
+            // The grants on 14's forms survive the new body: both kinds of
+            // backup, in the same session that held the backup.
+            let started: PgLsn = op
+                .query_one("SELECT pg_start_backup('fourteen, exclusive', true, true)", &[])
+                .unwrap()
+                .get(0);
+            let row = op
+                .query_one("SELECT lsn, labelfile FROM pg_stop_backup(true, false)", &[])
+                .unwrap();
+            assert!(lsn(row.get(0)) > lsn(started));
+            assert_eq!(row.get::<_, Option<String>>(1), None);
+            op.query_one("SELECT pg_start_backup('fourteen, non-exclusive', true, false)", &[])
+                .unwrap();
+            let row = op
+                .query_one("SELECT labelfile FROM pg_stop_backup(false, false)", &[])
+                .unwrap();
+            let label: String = row.get(0);
+            assert!(label.contains("LABEL: fourteen, non-exclusive"), "{label}");
+        }
 
         // Apart from that grant, the updated database has what a fresh
         // install has.
@@ -437,6 +464,11 @@ fn update_from_1_0_and_1_1_during_a_backup_matches_a_fresh_install() {
                    FROM backup_op",
             )
             .unwrap();
+        if from == "1.1" {
+            updater
+                .batch_execute(&format!("REVOKE EXECUTE ON FUNCTION {fourteen} FROM backup_op"))
+                .unwrap();
+        }
         assert_eq!(objects(&mut updater), fresh, "updated from {from}");
     }
     c.assert_log_clean();

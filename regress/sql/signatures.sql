@@ -51,14 +51,32 @@ SELECT pg_stop_backup();
 SELECT * FROM pg_stop_backup(true);
 SELECT * FROM pg_stop_backup(wait_for_archive => true);
 SELECT * FROM pg_stop_backup(true, true);
+SELECT * FROM pg_stop_backup(exclusive => true, wait_for_archive => false);
+SELECT * FROM pg_stop_backup(wait_for_archive => true, exclusive => true);
+SELECT * FROM pg_stop_backup(true, wait_for_archive => false);
+-- A second non-exclusive start is the server's to refuse, as on 14.
+SELECT pg_start_backup('sig 9c', true, false);
+SELECT pg_start_backup(label => 'sig 9c', fast => true, exclusive => false);
+-- Unlike on 14, an exclusive start is not refused here: the exclusive
+-- backup belongs to the server; this session stops it once its own has
+-- ended.
+SELECT pg_start_backup('sig 9d', true, true) IS NOT NULL AS started;
+SELECT pg_start_backup('sig 9e', true);
+SELECT pg_stop_backup();
 SELECT labelfile ~ 'LABEL: sig 9b' AS labelfile_names_it FROM pg_stop_backup(false, false);
+SELECT lsn IS NOT NULL AS stopped, labelfile FROM pg_stop_backup(true);
 SELECT pg_start_backup('sig 10', fast => true, exclusive => false) IS NOT NULL AS started;
 SELECT labelfile ~ 'LABEL: sig 10' AS labelfile_names_it
   FROM pg_stop_backup(exclusive => false, wait_for_archive => false);
 SELECT pg_start_backup('sig 11', true, exclusive => false) IS NOT NULL AS started;
 SELECT labelfile ~ 'BACKUP METHOD: streamed' AS server_label FROM pg_stop_backup(false, wait_for_archive => false);
--- As in 14: a non-exclusive stop without a start in this session.
+-- As in 14: a non-exclusive stop without a start in this session, in
+-- every form.
 SELECT * FROM pg_stop_backup(false, false);
+SELECT * FROM pg_stop_backup(false, true);
+SELECT * FROM pg_stop_backup(exclusive => false, wait_for_archive => false);
+SELECT * FROM pg_stop_backup(wait_for_archive => true, exclusive => false);
+SELECT * FROM pg_stop_backup(false, wait_for_archive => false);
 
 -- NULLs: strict, as in 14.
 SELECT pg_start_backup(NULL, true, true) IS NULL AS null_result;
