@@ -117,6 +117,10 @@ fn void_on_primary(condition: &str) -> String {
 const COPIED_IN_PLACE: &str = "If a backup was copied over this data directory in place (cp -a or rsync into \
      it), the result cannot be trusted: restore the backup into an empty directory instead.";
 
+/// A block-level snapshot keeps the label's identity: one whose label was
+/// edited after it was taken refuses like the primary.
+const EDITED_SNAPSHOT: &str = "If this is a block-level snapshot of the primary whose label was edited,      renaming it too makes the server recover the snapshot as the image it is (crash-consistent); to recover      to the backup's end instead, take the snapshot again and create \"recovery.signal\" in it before its first      start.";
+
 fn unknowable(why: &Unknowable) -> String {
     match why {
         Unknowable::NoRecord => format!("there is no \"{STATE_FILE}\" to tell whether it is this server's own"),
@@ -245,7 +249,7 @@ pub fn texts(refusal: &Refusal) -> Texts {
                 describe(published)
             ),
             hint: format!(
-                "{} {COPIED_IN_PLACE}",
+                "{} {COPIED_IN_PLACE} {EDITED_SNAPSHOT}",
                 void_on_primary("this is the primary that was running the backup")
             ),
         },
