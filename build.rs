@@ -299,7 +299,7 @@ fn write_exports_header(out_dir: &Path) {
         header.push_str(&format!("extern {ret} {name}({params});\n"));
     }
     header.push_str("\n#endif\n");
-    check_worker_names(&names);
+    check_worker_names(&names, &code);
     fs::write(out_dir.join("peb_exports.h"), header)
         .unwrap_or_else(|e| fail(&format!("cannot write peb_exports.h: {e}")));
 }
@@ -307,8 +307,18 @@ fn write_exports_header(out_dir: &Path) {
 /// The postmaster finds a background worker's main function by the name
 /// the shim writes into bgw_function_name: each such name must be one that
 /// src/lib.rs exports (the compiler cannot see a string).
-fn check_worker_names(exported: &[String]) {
+fn check_worker_names(exported: &[String], lib: &str) {
     let shim = fs::read_to_string("csrc/shim.c").unwrap_or_else(|e| fail(&format!("cannot read csrc/shim.c: {e}")));
+    let shim = without_c_comments(&shim);
+    // What dlsym finds: an unmangled symbol.
+    let unmangled = |name: &str| {
+        lib.split("#[no_mangle]").skip(1).any(|after| {
+            after
+                .trim_start()
+                .strip_prefix("pub extern \"C\" fn ")
+                .is_some_and(|rest| rest.starts_with(&format!("{name}(")))
+        })
+    };
     let mut found = 0;
     for line in shim.lines().filter(|l| l.contains("bgw_function_name")) {
         let Some(name) = line.split('"').nth(1) else {
@@ -316,15 +326,38 @@ fn check_worker_names(exported: &[String]) {
                 "csrc/shim.c: bgw_function_name set from something else than a literal: {line}"
             ));
         };
-        if !exported.iter().any(|e| e == name) {
+        if !exported.iter().any(|e| e == name) || !unmangled(name) {
             fail(&format!(
-                "csrc/shim.c names the worker function \"{name}\", which src/lib.rs does not export as `pub extern \"C\" fn`"
+                "csrc/shim.c names the worker function \"{name}\", which src/lib.rs does not export as `#[no_mangle] pub extern \"C\" fn`"
             ));
         }
         found += 1;
     }
     if found == 0 {
         fail("csrc/shim.c: no bgw_function_name found to check");
+    }
+}
+
+/// C source with its comments blanked out (string literals holding
+/// comment markers are not expected in the shim).
+fn without_c_comments(c: &str) -> String {
+    let mut out = String::with_capacity(c.len());
+    let mut rest = c;
+    loop {
+        let block = rest.find("/*").unwrap_or(usize::MAX);
+        let line = rest.find("//").unwrap_or(usize::MAX);
+        if block == usize::MAX && line == usize::MAX {
+            out.push_str(rest);
+            return out;
+        }
+        let (at, end) = if block < line { (block, "*/") } else { (line, "\n") };
+        out.push_str(&rest[..at]);
+        match rest[at..].find(end) {
+            // A line comment keeps its newline.
+            Some(e) if end == "\n" => rest = &rest[at + e..],
+            Some(e) => rest = &rest[at + e + end.len()..],
+            None => return out,
+        }
     }
 }
 

@@ -375,13 +375,21 @@ pub fn unlink(dir: &Path, name: &str) -> Result<bool> {
 /// Renames `from` to `to` durably. Returns false if `from` did not exist:
 /// since rename(2) is atomic, of two sessions renaming the same file only one
 /// gets true. An error names both files, and what lies under `to` when
-/// that is what stopped the rename.
+/// that is what stopped the rename. An error of the directory's fsync
+/// comes after the rename happened.
 pub fn rename(dir: &Path, from: &str, to: &str) -> Result<bool> {
+    let renamed = rename_undurably(dir, from, to)?;
+    if renamed {
+        fsync_dir(dir)?;
+    }
+    Ok(renamed)
+}
+
+/// [`rename`] without the directory's fsync, for a caller that must know
+/// whether the rename itself happened before the fsync can fail.
+pub fn rename_undurably(dir: &Path, from: &str, to: &str) -> Result<bool> {
     match fs::rename(dir.join(from), dir.join(to)) {
-        Ok(()) => {
-            fsync_dir(dir)?;
-            Ok(true)
-        }
+        Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => {
             let error = Error::new(

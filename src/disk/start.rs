@@ -104,6 +104,7 @@ pub fn publish(mut txn: Transaction, p: Publication, between: Between) -> Result
     // then on it, not the starting process, owns the backup: whoever stops
     // it leaves backup mode.
     shared::set_running_backup(Some(p.start_time));
-    txn.commit();
+    // The lock is let go of here.
+    drop(txn.commit());
     Ok(())
 }

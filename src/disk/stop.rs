@@ -39,8 +39,10 @@ pub fn claim<H>(
     between: Between,
     hold: impl FnOnce() -> H,
 ) -> Result<(Claim, H)> {
+    // Declared first, dropped last: interrupts stay held through the undo.
+    let held;
     let mut txn = Transaction::under(Lock::take_or_fail(LOCK_WAIT, between)?);
-    let held = hold();
+    held = hold();
     match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? {
         None => return Ok((Claim::Gone, held)),
         Some(t) if t != expected => return Ok((Claim::Changed, held)),
@@ -129,8 +131,10 @@ pub fn void<H>(
     between: Between,
     hold: impl FnOnce() -> H,
 ) -> Result<(Option<VoidTaken>, H)> {
+    // Declared first, dropped last: interrupts stay held through the undo.
+    let held;
     let mut txn = Transaction::under(Lock::take_or_fail(LOCK_WAIT, between)?);
-    let held = hold();
+    held = hold();
     let text = match files::read_optional(data_dir(), BACKUP_LABEL, MAX_FILE_BYTES)? {
         None => return Ok((None, held)),
         Some(t) if expected.is_some_and(|e| e != t.as_slice()) => return Ok((None, held)),

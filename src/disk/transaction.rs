@@ -73,20 +73,23 @@ impl<'a> Transaction<'a> {
 
     /// The label of the backup started at `start` was linked into place.
     pub(super) fn linked_label(&mut self, start: i64) {
+        debug_assert!(self.left_in_place.is_some(), "a label linked outside a start");
         self.steps.push(Step::Label { start });
     }
 
-    /// Renames `name` to `taken` in the data directory, to be renamed back
-    /// on undo; false (and nothing to undo) when there was no `name`.
+    /// Renames `name` to `taken` in the data directory, durably, to be
+    /// renamed back on undo (also when only the directory's fsync failed);
+    /// false (and nothing to undo) when there was no `name`.
     pub(super) fn rename(&mut self, name: &'static str, taken: &str) -> Result<bool> {
-        let moved = files::rename(data_dir(), name, taken)?;
-        if moved {
-            self.steps.push(Step::Moved {
-                taken: taken.to_string(),
-                name,
-            });
+        if !files::rename_undurably(data_dir(), name, taken)? {
+            return Ok(false);
         }
-        Ok(moved)
+        self.steps.push(Step::Moved {
+            taken: taken.to_string(),
+            name,
+        });
+        files::fsync_dir(data_dir())?;
+        Ok(true)
     }
 
     fn undo(&mut self) {
@@ -118,6 +121,7 @@ impl<'a> Transaction<'a> {
     }
 
     /// Keeps everything; the lock, if held, is handed back to keep or drop.
+    #[must_use = "dropping the lock here releases it at once"]
     pub(super) fn commit(mut self) -> Option<Lock> {
         self.steps.clear();
         self.lock.take()
