@@ -405,6 +405,7 @@ static int	peb_label_method = PEB_METHOD_AUTO;
 static bool peb_require_preload = false;
 static int	peb_max_duration = 0;
 static int	peb_warn_duration = 0;
+static bool peb_refuse_archiving_clone = false;
 
 static const struct config_enum_entry peb_label_methods[] = {
 	{"auto", PEB_METHOD_AUTO, false},
@@ -441,6 +442,11 @@ peb_define_settings(void)
 							NULL,
 							&peb_warn_duration, 0, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomBoolVariable("pg_exclusive_backup.refuse_archiving_clone",
+							 "Makes a block-level clone of the primary, taken during an exclusive backup, refuse to start while it archives WAL (preload mode).",
+							 "Off, such a clone starts with a WARNING: it would archive WAL under the primary's names.",
+							 &peb_refuse_archiving_clone, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 #ifdef PEB_TEST_HOOKS
 	DefineCustomStringVariable("pg_exclusive_backup.test_pause", "Test builds only.", NULL,
 							   &peb_test_pause, "", PGC_SUSET, 0, NULL, NULL, NULL);
@@ -474,6 +480,12 @@ int
 peb_warn_duration_setting(void)
 {
 	return peb_warn_duration;
+}
+
+bool
+peb_refuse_archiving_clone_setting(void)
+{
+	return peb_refuse_archiving_clone;
 }
 
 /*

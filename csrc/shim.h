@@ -99,6 +99,7 @@ extern int	peb_label_method_setting(void);
 extern bool peb_require_preload_setting(void);
 extern int	peb_max_duration_setting(void);
 extern int	peb_warn_duration_setting(void);
+extern bool peb_refuse_archiving_clone_setting(void);
 
 /* Preload mode's standing worker. */
 extern void peb_register_standing_worker(void);
@@ -149,7 +150,7 @@ extern Datum peb_row(FunctionCallInfo fcinfo, const Oid *types, int natts,
 /* The timeline WAL is written on; only outside recovery. */
 extern uint32 peb_insert_timeline(void);
 
-/* A GUC's current value, NULL if it is not set (test hooks only). */
+/* A GUC's current value, NULL if it is not set. */
 extern const char *peb_guc_value(const char *name);
 
 #ifdef PEB_TEST_HOOKS

@@ -18,6 +18,7 @@ mod error;
 mod files;
 mod hooks;
 mod label;
+mod place;
 mod record;
 mod refusal;
 mod shared;

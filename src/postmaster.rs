@@ -89,12 +89,35 @@ fn say_voided(v: &Voided, occasion: Occasion) {
         Occasion::CrashRestart => "a server process crashed and the server restarted",
         Occasion::Exit => "the server shut down",
     };
-    report(
-        Level::Log,
-        &format!("pg_exclusive_backup: {} was ended: {why}", describe(&v.label)),
-        Some("The copy taken during this backup is not a valid backup. Take a new one with pg_start_backup()."),
-        None,
-    );
+    match &v.clone {
+        None => report(
+            Level::Log,
+            &format!("pg_exclusive_backup: {} was ended: {why}", describe(&v.label)),
+            Some("The copy taken during this backup is not a valid backup. Take a new one with pg_start_backup()."),
+            None,
+        ),
+        Some(differences) => {
+            report(
+                Level::Log,
+                &format!(
+                    "pg_exclusive_backup: this data directory is most likely a block-level clone of the primary, \
+                     taken during {}",
+                    describe(&v.label)
+                ),
+                Some(&format!(
+                    "\"{BACKUP_LABEL}\" is the primary's own file, but {}. It was renamed, and the server recovers \
+                     the clone as the image of the primary at the instant of the snapshot (crash-consistent), \
+                     which is valid as such; the backup itself ran on the primary, which may have stopped it.",
+                    differences.join("; ")
+                )),
+                Some(
+                    "To recover the snapshot to the backup's end or to a point in time instead, take it again \
+                     and create \"recovery.signal\" (with restore_command) before its first start.",
+                ),
+            );
+            warn_if_clone_archives(&v.label);
+        }
+    }
     if let Some(e) = &v.not_durable {
         report(
             Level::Warning,
@@ -113,6 +136,48 @@ fn say_voided(v: &Voided, occasion: Occasion) {
     }
 }
 
+/// How this server archives WAL ("archive_command '...' (archive_mode =
+/// on)"), `None` when it does not.
+fn archiving() -> Option<String> {
+    let mode = server::settings::value(c"archive_mode");
+    if mode.is_empty() || mode == "off" {
+        return None;
+    }
+    let library = server::settings::value(c"archive_library");
+    Some(if library.is_empty() {
+        format!(
+            "archive_command '{}' (archive_mode = {mode})",
+            server::settings::value(c"archive_command")
+        )
+    } else {
+        format!("archive_library '{library}' (archive_mode = {mode})")
+    })
+}
+
+/// A clone that archives with the primary's archive_command stays on the
+/// primary's timeline: its segments have the primary's names, and in a
+/// shared archive they can overwrite the primary's.
+fn warn_if_clone_archives(label: &crate::label::BackupLabel) {
+    let Some(how) = archiving() else {
+        return;
+    };
+    report(
+        Level::Warning,
+        "this clone of the primary archives WAL as the primary does",
+        Some(&format!(
+            "It continues the primary's timeline {}, so the WAL segments it archives with {how} have the names \
+             of the primary's: in the primary's archive they can overwrite the primary's own, and a restore of a \
+             valid backup from that archive would then fail.",
+            label.start_timeline
+        )),
+        Some(
+            "Stop this server and start it with archive_mode = off (or an archive of its own); or take the snapshot \
+             again and create \"recovery.signal\" in it before its first start, which ends recovery on a new \
+             timeline. pg_exclusive_backup.refuse_archiving_clone = on makes such a clone refuse to start instead.",
+        ),
+    );
+}
+
 /// The shmem startup hook's judgement, in the postmaster or a single-user
 /// backend: `Err` with the FATAL to raise when the start must not go on.
 pub fn starting() -> Result<(), Texts> {
@@ -124,7 +189,8 @@ pub fn starting() -> Result<(), Texts> {
         Occasion::CrashRestart
     };
     let first = matches!(occasion, Occasion::FirstStart { .. });
-    let refusal = match disk::settle_at_postmaster(first, Duration::from_secs(5), &mut nap) {
+    let refuse = archiving().filter(|_| server::settings::refuse_archiving_clone());
+    let refusal = match disk::settle_at_postmaster(first, Duration::from_secs(5), &mut nap, refuse.as_deref()) {
         AtPostmaster::Untouched => return Ok(()),
         AtPostmaster::Copy(label) => {
             report(
@@ -165,7 +231,7 @@ pub fn exiting() {
     // A postmaster that exits abnormally may leave children behind for a
     // moment; one of them may be changing the files: the lock is not waited
     // for.
-    match disk::settle_at_postmaster(false, Duration::ZERO, &mut nap) {
+    match disk::settle_at_postmaster(false, Duration::ZERO, &mut nap, None) {
         AtPostmaster::Untouched | AtPostmaster::Copy(_) => {}
         AtPostmaster::Voided(v) => say_voided(&v, Occasion::Exit),
         AtPostmaster::Refused(refusal) => {

@@ -60,6 +60,15 @@ pub enum Refusal {
         error: String,
         blocking: Option<&'static str>,
     },
+    /// This primary's own label, found in what is most likely a block-level
+    /// clone of the primary (`differences`, in words) that archives WAL
+    /// (`archiving`: with what), while pg_exclusive_backup.refuse_archiving_clone
+    /// is on.
+    ArchivingClone {
+        label: BackupLabel,
+        differences: Vec<String>,
+        archiving: String,
+    },
     /// The check itself failed (a bug).
     Internal,
 }
@@ -119,7 +128,10 @@ const COPIED_IN_PLACE: &str = "If a backup was copied over this data directory i
 
 /// A block-level snapshot keeps the label's identity: one whose label was
 /// edited after it was taken refuses like the primary.
-const EDITED_SNAPSHOT: &str = "If this is a block-level snapshot of the primary whose label was edited,      renaming it too makes the server recover the snapshot as the image it is (crash-consistent); to recover      to the backup's end instead, take the snapshot again and create \"recovery.signal\" in it before its first      start.";
+const EDITED_SNAPSHOT: &str = "If this is a block-level snapshot of the primary whose label was edited, \
+     renaming it too makes the server recover the snapshot as the image it is (crash-consistent); to recover \
+     to the backup's end instead, take the snapshot again and create \"recovery.signal\" in it before its \
+     first start.";
 
 fn unknowable(why: &Unknowable) -> String {
     match why {
@@ -133,7 +145,9 @@ fn unknowable(why: &Unknowable) -> String {
             .into(),
         Unknowable::SeveralFileSystems(what) => format!(
             "{what}, so after the postmaster was killed this may as well be a restore of snapshots of several \
-             file systems, which only recovery from the label makes consistent"
+             file systems, which only recovery from the label makes consistent: taken one after another they \
+             do not fit together, and even an atomic snapshot of all of them looks no different from the \
+             primary here"
         ),
         Unknowable::LabelUnreadable(why) => why.clone(),
         Unknowable::ControlUnreadable => format!(
@@ -168,11 +182,22 @@ pub fn texts(refusal: &Refusal) -> Texts {
                 ),
                 None => format!("\"{BACKUP_LABEL}\" is in the data directory, but {}.", unknowable(why)),
             },
-            hint: format!(
-                "{RESTORED_NEEDS_SIGNAL} {} Never do that in a restored backup.{}",
-                void_on_primary("it is the primary that was running this backup"),
-                move_state_file(Some(why))
-            ),
+            hint: match why {
+                Unknowable::SeveralFileSystems(_) => format!(
+                    "If this data directory is a snapshot of several volumes (taken atomically, as a recursive ZFS \
+                     snapshot or an LVM consistency group takes them, or one after another), create \
+                     \"recovery.signal\" in it, set restore_command to the WAL archive, and start the server \
+                     again: recovery from the label makes it consistent at the backup's end (mounted elsewhere than \
+                     the primary's volumes, first point \"{TABLESPACE_MAP}\" and the pg_wal link at its own). {} \
+                     Never do that in a snapshot.",
+                    void_on_primary("it is the primary that was running this backup")
+                ),
+                _ => format!(
+                    "{RESTORED_NEEDS_SIGNAL} {} Never do that in a restored backup.{}",
+                    void_on_primary("it is the primary that was running this backup"),
+                    move_state_file(Some(why))
+                ),
+            },
         },
         Refusal::Damaged { reason, state } => Texts {
             message: format!("\"{BACKUP_LABEL}\" is not a valid backup label"),
@@ -317,6 +342,30 @@ pub fn texts(refusal: &Refusal) -> Texts {
                 ),
             },
         },
+        Refusal::ArchivingClone {
+            label,
+            differences,
+            archiving,
+        } => Texts {
+            message: "this data directory is most likely a block-level clone of the primary, and it would archive \
+                 WAL as the primary does"
+                .into(),
+            detail: format!(
+                "\"{BACKUP_LABEL}\" is the file the primary published for {}, but {}. Started like this, the clone \
+                 would continue the primary's timeline {}, and the WAL segments it archives with {archiving} would \
+                 have the names of the primary's: in the primary's archive they can overwrite the primary's own, \
+                 and a restore of a valid backup from that archive would then fail. Nothing was changed.",
+                describe(label),
+                differences.join("; "),
+                label.start_timeline
+            ),
+            hint: format!(
+                "Start this clone with archive_mode = off (or an archive_command of its own); or create \
+                 \"recovery.signal\" in it (with restore_command) to recover it to the backup's end on a new \
+                 timeline. If this is the primary itself, moved since the backup started, set \
+                 pg_exclusive_backup.refuse_archiving_clone = off and start it again."
+            ),
+        },
         Refusal::Internal => Texts {
             message: format!("pg_exclusive_backup failed while checking \"{BACKUP_LABEL}\""),
             detail: "An internal error of pg_exclusive_backup stopped the check before it could tell whose label \
@@ -419,6 +468,11 @@ START EPOCH: 1795575906\n";
                 blocking: None,
             },
             Refusal::Internal,
+            Refusal::ArchivingClone {
+                label: l.clone(),
+                differences: vec!["the host is \"db2\", the primary's was \"db1\"".into()],
+                archiving: "archive_command 'cp %p /archive/%f'".into(),
+            },
             Refusal::Unreadable {
                 why: Unusable {
                     why: "is a FIFO".into(),
@@ -452,6 +506,10 @@ START EPOCH: 1795575906\n";
                 assert!(words.windows(2).all(|w| w[0] != w[1]), "a doubled word: {text}");
                 assert!(text.matches(" but ").count() <= 1, "{text}");
                 assert!(!text.contains(".."), "{text}");
+                assert!(
+                    !text.contains("  "),
+                    "a run of spaces (a lost line continuation?): {text}"
+                );
             }
         }
         // The advice names the file at fault.

@@ -72,6 +72,19 @@ fn ended_otherwise() -> Option<Error> {
         Outcome::Voided {
             by: Voider::Role(role), ..
         } => format!("was voided by role \"{role}\""),
+        Outcome::Cloned { .. } => {
+            let parsed = label::parse(&record.label).ok()?;
+            return Some(
+                not_running()
+                    .detail(format!(
+                        "The exclusive backup \"{}\" started at {} was running on the primary when this data \
+                         directory was cloned from it; it never ran on this server.",
+                        server::text_for_message(&parsed.label),
+                        parsed.start_time
+                    ))
+                    .hint("Stop it on the primary."),
+            );
+        }
         _ => return None,
     };
     let parsed = label::parse(&record.label).ok()?;

@@ -385,6 +385,7 @@ START EPOCH: 1795575906\n";
             previous: None,
             last_completed: None,
             label: LABEL.as_bytes().to_vec(),
+            place: None,
         }
         .to_bytes()
     }

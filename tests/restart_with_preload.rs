@@ -164,13 +164,6 @@ fn assert_log_has_no_crash_but_kills(c: &Cluster) {
     );
 }
 
-/// What `log` says a recovery's consistent point was.
-fn consistent_at(log: &str) -> Option<u64> {
-    let line = line_with(log, "consistent recovery state reached at ")?;
-    let lsn = line.split("consistent recovery state reached at ").nth(1)?;
-    Some(parse_lsn(lsn.trim().trim_end_matches('.')))
-}
-
 /// A copy taken during the backup is judged at the backup's end: with
 /// recovery.signal, with recovery_target = 'immediate', as a hot standby
 /// (which refuses connections until then), and started without any of it

@@ -258,20 +258,7 @@ fn restore_and_check(
 
     // Physical verification of every table and index (and, with data
     // checksums, of every page's checksum).
-    let out = client("pg_amcheck")
-        .args(["--all", "--install-missing", "--heapallindexed", "-h", "127.0.0.1"])
-        .arg("-p")
-        .arg(restored.port().to_string())
-        .args(["-U", "postgres"])
-        .output()
-        .expect("pg_amcheck");
-    assert!(
-        out.status.success(),
-        "pg_amcheck found problems ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_amcheck_clean(&restored);
     if v.checksums {
         let failures: i64 = r
             .query_one(

@@ -12,6 +12,7 @@ use crate::files::{
     self, data_dir, Entry, FileId, BACKUP_LABEL, BACKUP_LABEL_OLD, CONTROL_FILE, TABLESPACE_MAP, TABLESPACE_MAP_OLD,
 };
 use crate::label::{BackupLabel, MAX_FILE_BYTES};
+use crate::place::{self, Sameness};
 use crate::record::{Record, MAX_STATE_BYTES, STATE_FILE};
 use crate::refusal::{Refusal, Unusable};
 use crate::verdict::{self, LabelFile, Verdict};
@@ -46,6 +47,10 @@ pub struct Voided {
     pub not_durable: Option<String>,
     /// The record of the end could not be written.
     pub unrecorded: Option<Error>,
+    /// The label is the primary's own file, but found elsewhere than the
+    /// primary kept it: this is most likely a block-level clone of the
+    /// primary. What differs, in words.
+    pub clone: Option<Vec<String>>,
 }
 
 /// A signal file as the server sees it: stat(2), so a dangling symlink is
@@ -175,8 +180,15 @@ pub fn control_file_head() -> Vec<u8> {
 
 /// Judges backup_label and, when it is this primary's own, voids it: with
 /// the lock, taken within `patience` (waiting with `between`), and judged
-/// again under it. `first_start`: see [`look`].
-pub fn settle_at_postmaster(first_start: bool, patience: Duration, between: Between) -> AtPostmaster {
+/// again under it. `first_start`: see [`look`]. `refuse_archiving_clone`:
+/// how this server archives, when it does and a block-level clone of the
+/// primary must then not start (the files are left as they are).
+pub fn settle_at_postmaster(
+    first_start: bool,
+    patience: Duration,
+    between: Between,
+    refuse_archiving_clone: Option<&str>,
+) -> AtPostmaster {
     let found = look(first_start);
     let Verdict::Live(label) = found.verdict else {
         return settled(found.verdict);
@@ -210,8 +222,38 @@ pub fn settle_at_postmaster(first_start: bool, patience: Duration, between: Betw
     };
     let found = look(first_start);
     match found.verdict {
-        Verdict::Live(label) => void(label, &found.content, found.id),
+        Verdict::Live(label) => {
+            let clone = clone_of(&found.content, found.id.as_ref());
+            match (clone, refuse_archiving_clone) {
+                (Some(differences), Some(archiving)) => AtPostmaster::Refused(Refusal::ArchivingClone {
+                    label,
+                    differences,
+                    archiving: archiving.to_string(),
+                }),
+                (clone, _) => void(label, &found.content, found.id, clone),
+            }
+        }
         other => settled(other),
+    }
+}
+
+/// The record kept by the primary that published `content` (this very
+/// file, by its identity `id`), and what differs between where that
+/// primary lived and where the file is now: `Some` when this is most
+/// likely a block-level clone of the primary (see place.rs).
+fn clone_of(content: &[u8], id: Option<&FileId>) -> Option<Vec<String>> {
+    let record = match files::examine(data_dir(), STATE_FILE, MAX_STATE_BYTES) {
+        Entry::File { head, .. } => Record::parse(&head).ok()?,
+        _ => return None,
+    };
+    if record.label != content {
+        return None;
+    }
+    let then = record.place.as_ref()?;
+    let now_dev = id.map_or(0, |id| id.dev);
+    match place::compare(then, record.label_file.dev, &place::here(data_dir()), now_dev) {
+        Sameness::Clone(differences) => Some(differences),
+        Sameness::Same | Sameness::Rebooted => None,
     }
 }
 
@@ -232,7 +274,7 @@ fn settled(verdict: Verdict) -> AtPostmaster {
 /// Renames backup_label and tablespace_map to `.old`, durably, and records
 /// the outcome. The caller holds the lock file and has judged the label
 /// with it held.
-fn void(label: BackupLabel, content: &[u8], id: Option<FileId>) -> AtPostmaster {
+fn void(label: BackupLabel, content: &[u8], id: Option<FileId>, clone: Option<Vec<String>>) -> AtPostmaster {
     let exists = |name: &str| std::fs::symlink_metadata(data_dir().join(name)).is_ok();
     let mut not_durable = None;
     match files::rename(data_dir(), BACKUP_LABEL, BACKUP_LABEL_OLD) {
@@ -260,18 +302,25 @@ fn void(label: BackupLabel, content: &[u8], id: Option<FileId>) -> AtPostmaster 
         Entry::File { head, .. } => Record::parse(&head).ok(),
         _ => None,
     };
-    let record = Record::ended_by_restart(
-        kept.as_ref(),
-        content,
-        id.unwrap_or(files::NO_FILE),
-        files::file_id(&data_dir().join(CONTROL_FILE)).ok(),
-        now_micros(),
-    );
+    let label_file = id.unwrap_or(files::NO_FILE);
+    let now = now_micros();
+    let record = match (&clone, &kept) {
+        // The primary's record stays as it was, but for the outcome.
+        (Some(_), Some(kept)) => Record::cloned(kept, now),
+        _ => Record::ended_by_restart(
+            kept.as_ref(),
+            content,
+            label_file,
+            files::file_id(&data_dir().join(CONTROL_FILE)).ok(),
+            now,
+        ),
+    };
     let unrecorded = files::replace(data_dir(), STATE_FILE, &record.to_bytes()).err();
     AtPostmaster::Voided(Voided {
         label,
         map,
         not_durable,
         unrecorded,
+        clone,
     })
 }

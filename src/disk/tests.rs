@@ -65,6 +65,7 @@ fn start(map: &[u8], undone: &'static std::sync::atomic::AtomicBool) -> Result<(
         files.control_file,
         session(),
         LABEL.as_bytes().to_vec(),
+        crate::place::here(crate::files::data_dir()),
     );
     let r = publish(
         txn,
@@ -161,12 +162,12 @@ fn the_postmaster_voids_the_primarys_own_label_under_the_lock() {
     start(b"16384 /ts\n", &UNDONE).unwrap();
     // Held by another process (here: another descriptor): refused.
     let held = crate::files::DirLock::try_acquire(&d).unwrap().unwrap();
-    match settle_at_postmaster(false, Duration::from_millis(20), &mut no_wait) {
+    match settle_at_postmaster(false, Duration::from_millis(20), &mut no_wait, None) {
         AtPostmaster::Refused(crate::refusal::Refusal::Unlocked { held: true, .. }) => {}
         _ => panic!("not refused"),
     }
     drop(held);
-    match settle_at_postmaster(false, Duration::from_millis(20), &mut no_wait) {
+    match settle_at_postmaster(false, Duration::from_millis(20), &mut no_wait, None) {
         AtPostmaster::Voided(v) => {
             assert_eq!(v.label.label, b"nightly");
             assert!(matches!(v.map, Some(Ok(()))) && v.unrecorded.is_none());
@@ -179,7 +180,7 @@ fn the_postmaster_voids_the_primarys_own_label_under_the_lock() {
     assert_eq!(r.session, Some(session()));
     // Nothing left to do.
     assert!(matches!(
-        settle_at_postmaster(false, Duration::ZERO, &mut no_wait),
+        settle_at_postmaster(false, Duration::ZERO, &mut no_wait, None),
         AtPostmaster::Untouched
     ));
     fs::remove_dir_all(&d).unwrap();
@@ -211,5 +212,86 @@ fn a_void_renames_label_and_map_and_records_who() {
     assert!(void(None, by, &mut no_wait, || ()).unwrap().0.is_none());
     let (c, _) = claim(LABEL.as_bytes(), "backup_label.stopping.1", "ops", &mut no_wait, || ()).unwrap();
     assert!(matches!(c, Claim::Gone));
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn the_primarys_own_label_found_elsewhere_is_taken_for_a_clone() {
+    use std::sync::atomic::AtomicBool;
+    static UNDONE: AtomicBool = AtomicBool::new(false);
+    let d = data_directory("clone");
+    start(b"", &UNDONE).unwrap();
+    // The record says the primary lived at another path: as a clone of it
+    // mounted elsewhere finds it.
+    let mut r = record().unwrap();
+    let primary = r.place.clone().expect("the start records its place");
+    assert_eq!(primary, crate::place::here(&d));
+    r.place = Some(crate::place::Place {
+        data_directory: "/srv/primary/data".into(),
+        ..primary
+    });
+    fs::write(d.join(STATE_FILE), r.to_bytes()).unwrap();
+    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, None) {
+        AtPostmaster::Voided(v) => {
+            let differences = v.clone.expect("taken for a clone");
+            assert_eq!(differences.len(), 1, "{differences:?}");
+            assert!(
+                differences[0].contains("the primary's was \"/srv/primary/data\""),
+                "{differences:?}"
+            );
+        }
+        _ => panic!("not voided"),
+    }
+    assert_eq!(names(&d), [BACKUP_LABEL_OLD, LOCK_FILE, STATE_FILE]);
+    let after = record().unwrap();
+    assert!(matches!(after.outcome, Outcome::Cloned { .. }));
+    assert_eq!(after.session, Some(session()));
+    assert_eq!(after.place, r.place);
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn an_archiving_clone_refuses_when_told_to_and_nothing_changes() {
+    use std::sync::atomic::AtomicBool;
+    static UNDONE: AtomicBool = AtomicBool::new(false);
+    let d = data_directory("archiving-clone");
+    start(b"", &UNDONE).unwrap();
+    let mut r = record().unwrap();
+    r.place = Some(crate::place::Place {
+        host: "db1".into(),
+        ..r.place.clone().unwrap()
+    });
+    fs::write(d.join(STATE_FILE), r.to_bytes()).unwrap();
+    let before = fs::read(d.join(STATE_FILE)).unwrap();
+    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, Some("archive_command 'cp'")) {
+        AtPostmaster::Refused(crate::refusal::Refusal::ArchivingClone {
+            differences, archiving, ..
+        }) => {
+            assert_eq!(archiving, "archive_command 'cp'");
+            assert!(differences[0].contains("the primary's was \"db1\""), "{differences:?}");
+        }
+        _ => panic!("not refused"),
+    }
+    assert_eq!(names(&d), [BACKUP_LABEL, LOCK_FILE, STATE_FILE]);
+    assert_eq!(fs::read(d.join(STATE_FILE)).unwrap(), before);
+    // Told nothing, the same clone is voided as a clone.
+    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, None) {
+        AtPostmaster::Voided(v) => assert!(v.clone.is_some()),
+        _ => panic!("not voided"),
+    }
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn the_primary_in_its_own_place_is_not_a_clone() {
+    use std::sync::atomic::AtomicBool;
+    static UNDONE: AtomicBool = AtomicBool::new(false);
+    let d = data_directory("same-place");
+    start(b"", &UNDONE).unwrap();
+    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, Some("archive_command 'cp'")) {
+        AtPostmaster::Voided(v) => assert_eq!(v.clone, None),
+        _ => panic!("not voided"),
+    }
+    assert!(matches!(record().unwrap().outcome, Outcome::EndedByRestart { .. }));
     fs::remove_dir_all(&d).unwrap();
 }

@@ -5,6 +5,7 @@
 use super::{Ended, How, Outcome, Record, Session, UnixMicros, Voider};
 use crate::files::FileId;
 use crate::label::{self, Lsn};
+use crate::place::Place;
 
 /// Version 2 added the session that started the backup, the stop, and the
 /// history; version 3 the identity of pg_control. Versions 1 and 2 are
@@ -54,6 +55,7 @@ impl Record {
                 }
                 line("stopped by", &escape(by.as_bytes()));
             }
+            Outcome::Cloned { at } => line("outcome", &format!("cloned at {}", time(*at))),
             Outcome::Voided { at, by } => {
                 line("outcome", &format!("voided at {}", time(*at)));
                 match by {
@@ -87,6 +89,11 @@ impl Record {
         }
         if let Some(t) = self.last_completed {
             line("last completed", &time(t));
+        }
+        if let Some(p) = &self.place {
+            line("data directory", &escape(p.data_directory.as_bytes()));
+            line("host", &escape(p.host.as_bytes()));
+            line("boot id", &escape(p.boot_id.as_bytes()));
         }
         out.extend_from_slice(LABEL_FOLLOWS);
         out.extend_from_slice(&self.label);
@@ -173,6 +180,10 @@ impl Record {
                     return Err("bad value in line \"voided by\"".into());
                 },
             }
+        } else if let Some(at) = outcome.strip_prefix("cloned at ") {
+            Outcome::Cloned {
+                at: parse_time(at).ok_or("bad clone time")?,
+            }
         } else {
             return Err("its outcome line is not understood".into());
         };
@@ -211,6 +222,14 @@ impl Record {
             previous,
             last_completed: when("last completed")?,
             label: rest.to_vec(),
+            place: match text("data directory")? {
+                None => None,
+                Some(data_directory) => Some(Place {
+                    data_directory,
+                    host: text("host")?.ok_or("line \"host\" is missing")?,
+                    boot_id: text("boot id")?.ok_or("line \"boot id\" is missing")?,
+                }),
+            },
         };
         // Only this extension writes the record: a line out of place or out
         // of context means it is not what was written.
@@ -222,6 +241,9 @@ impl Record {
 }
 
 const KEYS: &[&str] = &[
+    "data directory",
+    "host",
+    "boot id",
     "label file",
     "control file",
     "outcome",
@@ -362,6 +384,7 @@ START EPOCH: 1795575906\n";
             previous: None,
             last_completed: None,
             label: LABEL.as_bytes().to_vec(),
+            place: None,
         }
     }
 
@@ -410,17 +433,28 @@ START EPOCH: 1795575906\n";
                 at: 4,
                 by: Voider::Role("ops \\ \u{e9}".into()),
             },
+            Outcome::Cloned { at: 5 },
         ] {
             for (birth, control_file) in [(LIVE.birth, Some(CONTROL)), (None, None), (Some((5, 0)), None)] {
-                for (session, previous, last) in [
-                    (None, None, None),
-                    (Some(session()), Some(previous.clone()), Some(1_795_000_000_000_001)),
+                for (session, previous, last, place) in [
+                    (None, None, None, None),
+                    (
+                        Some(session()),
+                        Some(previous.clone()),
+                        Some(1_795_000_000_000_001),
+                        Some(Place {
+                            data_directory: "/srv/pg \\ data\n".into(),
+                            host: "db1".into(),
+                            boot_id: "6a1f".into(),
+                        }),
+                    ),
                     (
                         Some(Session {
                             started_from: None,
                             application_name: String::new(),
                             ..session()
                         }),
+                        None,
                         None,
                         None,
                     ),
@@ -433,6 +467,7 @@ START EPOCH: 1795575906\n";
                         previous,
                         last_completed: last,
                         label: b"any\xffbytes\n\nat all".to_vec(),
+                        place,
                     };
                     assert_eq!(Record::parse(&r.to_bytes()), Ok(r));
                 }

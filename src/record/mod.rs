@@ -27,6 +27,7 @@
 
 use crate::files::FileId;
 use crate::label::{self, Lsn};
+use crate::place::Place;
 
 mod format;
 
@@ -58,6 +59,11 @@ pub enum Outcome {
     /// Voided at `at`: ended without the end-of-backup record that would
     /// make a copy taken during it consistent.
     Voided { at: UnixMicros, by: Voider },
+    /// The postmaster found the primary's own label, at `at`, in a
+    /// block-level clone of the primary (see place.rs), and renamed it: the
+    /// backup ran on the primary, and this server started from an image
+    /// taken during it.
+    Cloned { at: UnixMicros },
 }
 
 /// Who voided a backup.
@@ -95,6 +101,8 @@ pub enum How {
     VoidedByLimit,
     /// Voided by pg_exclusive_backup_void() (the role is `stopped_by`).
     Voided,
+    /// This server is a block-level clone of the primary, taken during it.
+    Cloned,
 }
 
 impl How {
@@ -105,6 +113,7 @@ impl How {
             How::Abandoned => "abandoned",
             How::VoidedByLimit => "voided by pg_exclusive_backup.max_duration",
             How::Voided => "voided",
+            How::Cloned => "running on the primary when this server was cloned from it",
         }
     }
 
@@ -115,6 +124,7 @@ impl How {
             How::Abandoned,
             How::VoidedByLimit,
             How::Voided,
+            How::Cloned,
         ]
         .into_iter()
         .find(|h| h.name() == name)
@@ -149,6 +159,9 @@ pub struct Record {
     pub last_completed: Option<UnixMicros>,
     /// backup_label's content, byte for byte, as published.
     pub label: Vec<u8>,
+    /// Where the primary that published it lived (see place.rs); `None` in
+    /// records that did not say.
+    pub place: Option<Place>,
 }
 
 /// What became of the backup a record says is running, as the server sees
@@ -192,6 +205,7 @@ impl Record {
                 ended(How::InterruptedByRestart, None, Some(*at), None),
                 self.last_completed,
             ),
+            (Outcome::Cloned { at }, _) => (ended(How::Cloned, None, Some(*at), None), self.last_completed),
             (Outcome::Voided { at, by }, _) => {
                 let (how, by) = match by {
                     Voider::Limit { .. } => (How::VoidedByLimit, None),
@@ -211,7 +225,7 @@ impl Record {
     /// is linked into place: a link keeps the identity), pg_control,
     /// whoever started it, and the label. Its history is filled in when it
     /// is published.
-    pub fn running(label_file: FileId, control_file: FileId, session: Session, label: Vec<u8>) -> Record {
+    pub fn running(label_file: FileId, control_file: FileId, session: Session, label: Vec<u8>, place: Place) -> Record {
         Record {
             label_file,
             control_file: Some(control_file),
@@ -220,6 +234,7 @@ impl Record {
             previous: None,
             last_completed: None,
             label,
+            place: Some(place),
         }
     }
 
@@ -250,6 +265,7 @@ impl Record {
                 previous: None,
                 last_completed: other.and_then(|r| r.history(Fate::Copy).1),
                 label: label.to_vec(),
+                place: None,
             },
         }
     }
@@ -325,6 +341,16 @@ impl Record {
             previous: kept.and_then(|r| r.previous.clone()),
             last_completed: kept.and_then(|r| r.last_completed),
             label: label.to_vec(),
+            place: kept.and_then(|r| r.place.clone()),
+        }
+    }
+
+    /// As [`Record::ended_by_restart`], in a block-level clone of the
+    /// primary: the primary's record, and what it knew, are kept.
+    pub fn cloned(kept: &Record, at: UnixMicros) -> Record {
+        Record {
+            outcome: Outcome::Cloned { at },
+            ..kept.clone()
         }
     }
 }
@@ -363,6 +389,7 @@ START EPOCH: 1795575906\n";
             previous: None,
             last_completed: None,
             label: LABEL.as_bytes().to_vec(),
+            place: None,
         }
     }
 

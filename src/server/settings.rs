@@ -2,7 +2,6 @@
 //! learns from the server: whether it runs from shared_preload_libraries,
 //! where preload mode's hooks go in.
 
-#[cfg(feature = "test-hooks")]
 use std::ffi::CStr;
 
 use super::bindings as pg;
@@ -36,6 +35,12 @@ pub fn label_method() -> LabelMethod {
 pub fn require_preload() -> bool {
     // SAFETY: reads a setting variable.
     unsafe { pg::peb_require_preload_setting() }
+}
+
+/// pg_exclusive_backup.refuse_archiving_clone.
+pub fn refuse_archiving_clone() -> bool {
+    // SAFETY: reads a setting variable.
+    unsafe { pg::peb_refuse_archiving_clone_setting() }
 }
 
 /// pg_exclusive_backup.max_duration and warn_duration, as read now: whole
@@ -72,7 +77,6 @@ pub fn install_preload_hooks() {
 }
 
 /// A setting's current value as text, empty when it is not set.
-#[cfg(feature = "test-hooks")]
 pub fn value(name: &'static CStr) -> String {
     // SAFETY: plain server call with a static name; the closure owns
     // nothing. GetConfigOption with missing_ok raises no error.

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod proof;
+pub mod volumes;
 
 use std::fs;
 use std::io;
@@ -376,9 +377,14 @@ impl Cluster {
     }
 
     fn with_root_of(inst: &'static Install, root: PathBuf, settings: &[&str]) -> Cluster {
+        let data = root.join("data");
+        Cluster::with_data_of(inst, root, data, settings)
+    }
+
+    fn with_data_of(inst: &'static Install, root: PathBuf, data: PathBuf, settings: &[&str]) -> Cluster {
         let c = Cluster {
             inst,
-            data: root.join("data"),
+            data,
             log: root.join("server.log"),
             root,
             port: free_port(),
@@ -405,6 +411,22 @@ impl Cluster {
         let root = Cluster::new_root();
         copy_tree(template(), &root.join("data"));
         Cluster::with_root(root, settings)
+    }
+
+    /// A fresh cluster (not started) whose data directory is `data`, made
+    /// there from the template (on a volume of the test's own, see
+    /// volumes.rs); the log and socket stay in a directory under /tmp.
+    pub fn init_at(data: &Path, settings: &[&str]) -> Cluster {
+        copy_tree(template(), data);
+        Cluster::with_data_of(install(), Cluster::new_root(), data.to_path_buf(), settings)
+    }
+
+    /// A cluster (not started) over the data directory `data` as it is (a
+    /// block-level image of another cluster's), `settings` appended: a
+    /// port and socket of its own, the log in a directory under /tmp.
+    pub fn over(data: &Path, settings: &[&str]) -> Cluster {
+        let _ = fs::remove_file(data.join("postmaster.pid"));
+        Cluster::with_data_of(install(), Cluster::new_root(), data.to_path_buf(), settings)
     }
 
     /// A fresh cluster (not started) of installation `inst`, made by its own

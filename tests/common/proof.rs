@@ -224,6 +224,33 @@ pub fn assert_pgbench_balances_agree(c: &mut Client) {
     assert_eq!((a, b, t), (h, h, h), "pgbench balances disagree");
 }
 
+/// pg_amcheck finds nothing wrong in any table or index of any database
+/// (every page's checksum too, with data checksums).
+#[track_caller]
+pub fn assert_amcheck_clean(c: &Cluster) {
+    let out = client("pg_amcheck")
+        .args(["--all", "--install-missing", "--heapallindexed", "-h", "127.0.0.1"])
+        .arg("-p")
+        .arg(c.port().to_string())
+        .args(["-U", "postgres"])
+        .output()
+        .expect("pg_amcheck");
+    assert!(
+        out.status.success(),
+        "pg_amcheck found problems ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What `log` says a recovery's consistent point was.
+pub fn consistent_at(log: &str) -> Option<u64> {
+    let line = line_with(log, "consistent recovery state reached at ")?;
+    let lsn = line.split("consistent recovery state reached at ").nth(1)?;
+    Some(parse_lsn(lsn.trim().trim_end_matches('.')))
+}
+
 /// Rows inserted one transaction each, with ids 1, 2, 3, ... by a thread of
 /// its own, until stopped.
 pub struct Marker {
