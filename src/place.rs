@@ -1,15 +1,17 @@
-//! Where a data directory lives: its path, the host, the boot of the
-//! system, and the device of its backup_label. pg_start_backup records them
-//! beside the label's identity; the postmaster compares them when it finds
-//! the primary's own label (the same file, by inode number and birth time)
-//! at a start. A block-level image of the primary (a snapshot, cloned onto
-//! another volume, mounted elsewhere or on another host) keeps the label's
-//! identity but not its surroundings, and is then most likely a clone.
-//! Plain Rust: reads /proc and the host name.
+//! Where a data directory lives, and how it archives WAL: its path, the
+//! host, the boot of the system, the device of its backup_label, its
+//! archiving settings. pg_start_backup records them beside the label's
+//! identity; the postmaster compares them when it finds the primary's own
+//! label (the same file, by inode number and birth time) at its first
+//! start. A block-level image of the primary (a snapshot cloned onto
+//! another volume and started on another host or at another path) keeps
+//! the label's identity but not its surroundings, and is then most likely
+//! a clone. Plain Rust: reads /proc and the host name.
 
 use std::path::Path;
 
-/// The surroundings of a data directory.
+/// The surroundings of a data directory. An empty field is unknown (not
+/// readable, or not recorded), and tells nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Place {
     /// The data directory's absolute path, symbolic links resolved.
@@ -17,24 +19,27 @@ pub struct Place {
     pub host: String,
     /// /proc/sys/kernel/random/boot_id: changes at every boot.
     pub boot_id: String,
+    /// How the server archives WAL ("archive_command '...' (archive_mode =
+    /// on)"), "off" when it does not.
+    pub archiving: String,
 }
 
 /// What differs between the place a backup was started in and the place
 /// its label is found in now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sameness {
-    /// Nothing that says otherwise: the primary itself.
+    /// Nothing that says otherwise: the primary itself. A device number of
+    /// its own does not say otherwise: a remount (Btrfs, NFS), a reboot, a
+    /// volume attached again or a device-mapper reactivation renumbers the
+    /// primary's own device.
     Same,
-    /// Only the device number, across a reboot, which can renumber devices
-    /// (device-mapper, loop devices, NVMe enumeration): the primary.
-    Rebooted,
-    /// Another host, another path, or another device within one boot: a
-    /// block-level clone. The differences, in words.
+    /// Another host or another path: a block-level clone. The differences,
+    /// in words (the device's too, when it differs).
     Clone(Vec<String>),
 }
 
-/// This data directory's place now.
-pub fn here(data_directory: &Path) -> Place {
+/// This data directory's place now; `archiving` as [`Place::archiving`].
+pub fn here(data_directory: &Path, archiving: String) -> Place {
     let read = |p: &str| {
         std::fs::read_to_string(p)
             .map(|s| s.trim().to_string())
@@ -46,6 +51,7 @@ pub fn here(data_directory: &Path) -> Place {
             .unwrap_or_default(),
         host: read("/proc/sys/kernel/hostname"),
         boot_id: read("/proc/sys/kernel/random/boot_id"),
+        archiving,
     }
 }
 
@@ -58,8 +64,7 @@ pub fn device_text(dev: u64) -> String {
 }
 
 /// Compares where a backup was started (`then`, with its label's device)
-/// with where its label is now. An unknown field (empty: not readable, or
-/// not recorded) tells nothing.
+/// with where its label is now.
 pub fn compare(then: &Place, then_dev: u64, now: &Place, now_dev: u64) -> Sameness {
     let known = |a: &str, b: &str| !a.is_empty() && !b.is_empty();
     let mut differences = Vec::new();
@@ -75,21 +80,25 @@ pub fn compare(then: &Place, then_dev: u64, now: &Place, now_dev: u64) -> Samene
             now.data_directory, then.data_directory
         ));
     }
-    let same_boot = known(&then.boot_id, &now.boot_id) && then.boot_id == now.boot_id;
-    let other_device = then_dev != 0 && now_dev != 0 && then_dev != now_dev;
-    if other_device && (same_boot || !differences.is_empty()) {
+    if differences.is_empty() {
+        return Sameness::Same;
+    }
+    if then_dev != 0 && now_dev != 0 && then_dev != now_dev {
         differences.push(format!(
             "backup_label is on device {}, the primary's was on {}",
             device_text(now_dev),
             device_text(then_dev)
         ));
     }
-    if !differences.is_empty() {
-        Sameness::Clone(differences)
-    } else if other_device {
-        Sameness::Rebooted
-    } else {
-        Sameness::Same
+    Sameness::Clone(differences)
+}
+
+/// Whether a clone that archives with `now` (`None`: it does not) would
+/// archive as the primary did, with `then` (unknown, empty: it may).
+pub fn archives_as_primary(then: &Place, now: Option<&str>) -> bool {
+    match now {
+        None => false,
+        Some(now) => then.archiving.is_empty() || then.archiving == now,
     }
 }
 
@@ -102,6 +111,7 @@ mod tests {
             data_directory: dir.into(),
             host: host.into(),
             boot_id: boot.into(),
+            archiving: "off".into(),
         }
     }
 
@@ -120,29 +130,28 @@ mod tests {
     }
 
     #[test]
-    fn a_renumbered_device_after_a_reboot_is_still_the_primary() {
+    fn a_renumbered_device_is_still_the_primary() {
         let then = place("/srv/pg/data", "db1", "b1");
-        let now = place("/srv/pg/data", "db1", "b2");
-        assert_eq!(compare(&then, LOOP0, &now, LOOP1), Sameness::Rebooted);
-    }
-
-    #[test]
-    fn another_device_in_the_same_boot_is_a_clone() {
-        let p = place("/srv/pg/data", "db1", "b1");
-        match compare(&p, LOOP0, &p, LOOP1) {
-            Sameness::Clone(d) => assert_eq!(d, ["backup_label is on device 7:1, the primary's was on 7:0"]),
-            other => panic!("{other:?}"),
-        }
+        // After a reboot, or in the same boot (a remount, a volume attached
+        // again).
+        assert_eq!(
+            compare(&then, LOOP0, &place("/srv/pg/data", "db1", "b2"), LOOP1),
+            Sameness::Same
+        );
+        assert_eq!(compare(&then, LOOP0, &then, LOOP1), Sameness::Same);
     }
 
     #[test]
     fn another_path_or_host_is_a_clone_whatever_the_boot() {
         let then = place("/srv/pg/data", "db1", "b1");
         match compare(&then, LOOP0, &place("/mnt/clone/data", "db1", "b2"), LOOP1) {
-            Sameness::Clone(d) => {
-                assert_eq!(d.len(), 2, "{d:?}");
-                assert!(d[0].contains("\"/mnt/clone/data\""), "{d:?}");
-            }
+            Sameness::Clone(d) => assert_eq!(
+                d,
+                [
+                    "the data directory is \"/mnt/clone/data\", the primary's was \"/srv/pg/data\"",
+                    "backup_label is on device 7:1, the primary's was on 7:0"
+                ]
+            ),
             other => panic!("{other:?}"),
         }
         match compare(&then, LOOP0, &place("/srv/pg/data", "db2", "c1"), LOOP0) {
@@ -158,6 +167,27 @@ mod tests {
     }
 
     #[test]
+    fn only_the_primarys_own_archiving_counts() {
+        let mut then = place("/srv/pg/data", "db1", "b1");
+        then.archiving = "archive_command 'cp %p /a/%f' (archive_mode = on)".into();
+        assert!(archives_as_primary(
+            &then,
+            Some("archive_command 'cp %p /a/%f' (archive_mode = on)")
+        ));
+        assert!(!archives_as_primary(
+            &then,
+            Some("archive_command 'cp %p /clone/%f' (archive_mode = on)")
+        ));
+        assert!(!archives_as_primary(&then, None));
+        // Not recorded: it may.
+        then.archiving = String::new();
+        assert!(archives_as_primary(
+            &then,
+            Some("archive_command 'x' (archive_mode = on)")
+        ));
+    }
+
+    #[test]
     fn devices_read_as_ls_shows_them() {
         assert_eq!(device_text(LOOP1), "7:1");
         assert_eq!(device_text(libc::makedev(259, 3)), "259:3");
@@ -166,7 +196,7 @@ mod tests {
 
     #[test]
     fn this_place_is_known() {
-        let p = here(Path::new("/tmp/."));
+        let p = here(Path::new("/tmp/."), "off".into());
         assert_eq!(p.data_directory, "/tmp");
         assert!(!p.boot_id.is_empty() && !p.host.is_empty());
     }

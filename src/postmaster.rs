@@ -96,7 +96,7 @@ fn say_voided(v: &Voided, occasion: Occasion) {
             Some("The copy taken during this backup is not a valid backup. Take a new one with pg_start_backup()."),
             None,
         ),
-        Some(differences) => {
+        Some(clone) => {
             report(
                 Level::Log,
                 &format!(
@@ -108,14 +108,16 @@ fn say_voided(v: &Voided, occasion: Occasion) {
                     "\"{BACKUP_LABEL}\" is the primary's own file, but {}. It was renamed, and the server recovers \
                      the clone as the image of the primary at the instant of the snapshot (crash-consistent), \
                      which is valid as such; the backup itself ran on the primary, which may have stopped it.",
-                    differences.join("; ")
+                    clone.differences.join("; ")
                 )),
                 Some(
                     "To recover the snapshot to the backup's end or to a point in time instead, take it again \
                      and create \"recovery.signal\" (with restore_command) before its first start.",
                 ),
             );
-            warn_if_clone_archives(&v.label);
+            if clone.archives_as_primary {
+                warn_that_clone_archives(&v.label);
+            }
         }
     }
     if let Some(e) = &v.not_durable {
@@ -136,44 +138,25 @@ fn say_voided(v: &Voided, occasion: Occasion) {
     }
 }
 
-/// How this server archives WAL ("archive_command '...' (archive_mode =
-/// on)"), `None` when it does not.
-fn archiving() -> Option<String> {
-    let mode = server::settings::value(c"archive_mode");
-    if mode.is_empty() || mode == "off" {
-        return None;
-    }
-    let library = server::settings::value(c"archive_library");
-    Some(if library.is_empty() {
-        format!(
-            "archive_command '{}' (archive_mode = {mode})",
-            server::settings::value(c"archive_command")
-        )
-    } else {
-        format!("archive_library '{library}' (archive_mode = {mode})")
-    })
-}
-
 /// A clone that archives with the primary's archive_command stays on the
 /// primary's timeline: its segments have the primary's names, and in a
 /// shared archive they can overwrite the primary's.
-fn warn_if_clone_archives(label: &crate::label::BackupLabel) {
-    let Some(how) = archiving() else {
-        return;
-    };
+fn warn_that_clone_archives(label: &crate::label::BackupLabel) {
+    let how = server::settings::archiving().unwrap_or_default();
     report(
         Level::Warning,
         "this clone of the primary archives WAL as the primary does",
         Some(&format!(
-            "It continues the primary's timeline {}, so the WAL segments it archives with {how} have the names \
-             of the primary's: in the primary's archive they can overwrite the primary's own, and a restore of a \
-             valid backup from that archive would then fail.",
+            "It continues the primary's timeline {}, and it archives with the primary's own settings, {how}: \
+             its WAL segments have the names of the primary's, in the primary's archive they can overwrite the \
+             primary's own, and a restore of a valid backup from that archive would then fail.",
             label.start_timeline
         )),
         Some(
-            "Stop this server and start it with archive_mode = off (or an archive of its own); or take the snapshot \
-             again and create \"recovery.signal\" in it before its first start, which ends recovery on a new \
-             timeline. pg_exclusive_backup.refuse_archiving_clone = on makes such a clone refuse to start instead.",
+            "Stop this server and start it with archive_mode = off or an archive_command of its own. A clone \
+             recovered with \"recovery.signal\" needs that too: its new timeline's segments and history file \
+             would land in the primary's archive, where a restore that follows the latest timeline takes them. \
+             pg_exclusive_backup.refuse_archiving_clone = on makes such a clone refuse to start instead.",
         ),
     );
 }
@@ -189,8 +172,16 @@ pub fn starting() -> Result<(), Texts> {
         Occasion::CrashRestart
     };
     let first = matches!(occasion, Occasion::FirstStart { .. });
-    let refuse = archiving().filter(|_| server::settings::refuse_archiving_clone());
-    let refusal = match disk::settle_at_postmaster(first, Duration::from_secs(5), &mut nap, refuse.as_deref()) {
+    let archiving = server::settings::archiving();
+    let clones = disk::Clones {
+        archiving: archiving.as_deref(),
+        refuse_archiving: server::settings::refuse_archiving_clone(),
+    };
+    // Only a first start looks for a clone: after a crash restart this
+    // postmaster has judged this data directory once and knows it is the
+    // primary (its host name may have changed since, the data not).
+    let clones = first.then_some(&clones);
+    let refusal = match disk::settle_at_postmaster(first, Duration::from_secs(5), &mut nap, clones) {
         AtPostmaster::Untouched => return Ok(()),
         AtPostmaster::Copy(label) => {
             report(

@@ -352,19 +352,21 @@ pub fn texts(refusal: &Refusal) -> Texts {
                 .into(),
             detail: format!(
                 "\"{BACKUP_LABEL}\" is the file the primary published for {}, but {}. Started like this, the clone \
-                 would continue the primary's timeline {}, and the WAL segments it archives with {archiving} would \
-                 have the names of the primary's: in the primary's archive they can overwrite the primary's own, \
-                 and a restore of a valid backup from that archive would then fail. Nothing was changed.",
+                 would continue the primary's timeline {}, and it archives with the primary's own settings, \
+                 {archiving}: its WAL segments would have the names of the primary's, in the primary's archive \
+                 they can overwrite the primary's own, and a restore of a valid backup from that archive would \
+                 then fail. Nothing was changed.",
                 describe(label),
                 differences.join("; "),
                 label.start_timeline
             ),
-            hint: format!(
-                "Start this clone with archive_mode = off (or an archive_command of its own); or create \
-                 \"recovery.signal\" in it (with restore_command) to recover it to the backup's end on a new \
-                 timeline. If this is the primary itself, moved since the backup started, set \
-                 pg_exclusive_backup.refuse_archiving_clone = off and start it again."
-            ),
+            hint: "Start this clone with archive_mode = off or an archive_command of its own: it then comes up as \
+                 the crash-consistent image it is. To recover it to the backup's end instead, create \
+                 \"recovery.signal\" (with restore_command) and turn its archiving off or to its own archive as \
+                 well: on its new timeline it would still archive into the primary's archive. If this is the \
+                 primary itself, moved since the backup started, set pg_exclusive_backup.refuse_archiving_clone = \
+                 off and start it again."
+                .into(),
         },
         Refusal::Internal => Texts {
             message: format!("pg_exclusive_backup failed while checking \"{BACKUP_LABEL}\""),

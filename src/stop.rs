@@ -82,7 +82,7 @@ fn ended_otherwise() -> Option<Error> {
                         server::text_for_message(&parsed.label),
                         parsed.start_time
                     ))
-                    .hint("Stop it on the primary."),
+                    .hint("If it still runs on the primary, stop it there."),
             );
         }
         _ => return None,

@@ -1,10 +1,11 @@
 //! Block-level snapshots of a primary in preload mode, taken during an
 //! exclusive backup under load on real block devices (ext4 volumes on
 //! loop devices, fsfreeze while each image is copied): a clone mounted
-//! elsewhere says it is a clone and comes up crash-consistent; told to, an
-//! archiving clone refuses to start, touching nothing, and then recovers
-//! from its label; the primary's own volume rolled back in place is still
-//! the primary; a snapshot of several volumes (data directory, pg_wal, a
+//! elsewhere says it is a clone, comes up crash-consistent and warns that
+//! it archives as the primary does; told to, such a clone refuses to
+//! start, touching nothing, and starts once it archives elsewhere, or
+//! recovers from its label with archiving off; the primary's own volume
+//! rolled back in place is still the primary; a snapshot of several volumes (data directory, pg_wal, a
 //! tablespace) refuses until recovered from its label, with pg_wal and the
 //! tablespace pointed at its own volumes. Root only.
 
@@ -55,6 +56,12 @@ impl Drop for Work {
 
 const MB: u64 = 256;
 
+/// The primary's archive_command: the form PostgreSQL's documentation
+/// gives, which never overwrites a file of the archive.
+fn archive_command(archive: &Path) -> String {
+    format!("test ! -f {0}/%f && cp %p {0}/%f", archive.display())
+}
+
 /// A preloaded primary whose data directory is on `vol`, archiving into
 /// `archive`, with pgbench's tables (in tablespace `ts` at `ts_dir`, if
 /// given).
@@ -70,7 +77,7 @@ fn primary_with_wal_on(vol: &Volume, wal: Option<&Volume>, archive: &Path, ts_di
             PRELOAD,
             "wal_level = replica",
             "archive_mode = on",
-            &format!("archive_command = 'cp %p {}/%f'", archive.display()),
+            &format!("archive_command = '{}'", archive_command(archive)),
             "max_wal_size = 64MB",
             "min_wal_size = 32MB",
         ],
@@ -160,27 +167,25 @@ fn a_clone_of_one_volume_says_it_is_a_clone_and_refuses_to_archive_when_told() {
     let a = Volume::create(&work.path("a.img"), &work.path("a"), MB);
     let mut p = primary(&a, &archive, None);
     let (start, stop) = snapshot_during_a_backup(&p, "one volume", &[&a], &[&work.path("b.img")]);
-    fs::copy(work.path("b.img"), work.path("c.img")).unwrap();
+    for copy in ["c.img", "d.img"] {
+        fs::copy(work.path("b.img"), work.path(copy)).unwrap();
+    }
+    let primary_archive = contents(&archive);
 
-    // Mounted elsewhere and started as it is, with the primary's
-    // configuration but an archive of its own (at its shutdown it would
-    // archive its own segment of the primary's timeline under the primary's
-    // name, and a restore of the primary's backup from that archive would
-    // then fail: what the WARNING says): the label is renamed and the clone
-    // comes up crash-consistent, saying what it is.
+    // Mounted elsewhere and started as it is, with the primary's whole
+    // configuration: the label is renamed and the clone comes up
+    // crash-consistent, saying what it is and that it archives as the
+    // primary does. (Stopped at once: a shutdown would try to archive its
+    // own segment of the primary's timeline under the primary's name,
+    // which this archive_command refuses, and an overwriting one would
+    // not.)
     let b = Volume::attach(&work.path("b.img"), &work.path("b"));
     assert_ne!(b.dev(), a.dev());
-    let own_archive = work.owned_dir("clone-archive");
-    let archived = contents(&archive);
-    let mut clone = Cluster::over(
-        &b.mount.join("data"),
-        &[&format!("archive_command = 'cp %p {}/%f'", own_archive.display())],
-    );
+    let mut clone = Cluster::over(&b.mount.join("data"), &[]);
     clone.start();
     let log = clone.log();
     eprintln!("the clone logged:\n{log}");
-    let said = line_with(&log, CLONE).unwrap_or_else(|| panic!("not called a clone:\n{log}"));
-    assert!(said.contains(CLONE), "{said}");
+    assert!(log.contains(CLONE), "not called a clone:\n{log}");
     let detail = line_with(&log, "DETAIL:  \"backup_label\" is the primary's own file, but ").unwrap();
     for fact in [
         format!(
@@ -194,11 +199,10 @@ fn a_clone_of_one_volume_says_it_is_a_clone_and_refuses_to_archive_when_told() {
         assert!(detail.contains(&fact), "{fact:?} not in {detail}");
     }
     assert!(!log.contains("not a valid backup"), "{log}");
-    let warned = line_with(&log, ARCHIVES).unwrap_or_else(|| panic!("no archiving warning:\n{log}"));
-    assert!(warned.contains(ARCHIVES));
+    assert!(log.contains(ARCHIVES), "no archiving warning:\n{log}");
     let why = line_with(&log, "DETAIL:  It continues the primary's timeline 1").unwrap();
     assert!(
-        why.contains(&format!("archive_command 'cp %p {}/%f'", own_archive.display())),
+        why.contains(&format!("archive_command '{}'", archive_command(&archive))),
         "{why}"
     );
     assert!(clone.exists("backup_label.old") && !clone.exists("backup_label"));
@@ -220,21 +224,13 @@ fn a_clone_of_one_volume_says_it_is_a_clone_and_refuses_to_archive_when_told() {
     );
     data_holds(&clone);
     drop(s);
-    clone.stop();
-    assert_eq!(
-        contents(&archive),
-        archived,
-        "the clone wrote into the primary's archive"
-    );
+    stop_mode(&clone, "immediate");
 
     // The same snapshot with pg_exclusive_backup.refuse_archiving_clone on:
     // it refuses before anything is touched, and nothing is archived.
     let c_vol = Volume::attach(&work.path("c.img"), &work.path("c"));
-    let mut refusing = Cluster::over(
-        &c_vol.mount.join("data"),
-        &["pg_exclusive_backup.refuse_archiving_clone = on"],
-    );
-    let archived = contents(&archive);
+    let refuse = "pg_exclusive_backup.refuse_archiving_clone = on";
+    let mut refusing = Cluster::over(&c_vol.mount.join("data"), &[refuse]);
     let label = refusing.read("backup_label").expect("the snapshot's label");
     let out = try_start(&refusing);
     let log = refusing.log();
@@ -245,29 +241,51 @@ fn a_clone_of_one_volume_says_it_is_a_clone_and_refuses_to_archive_when_told() {
         "{log}"
     );
     assert!(
-        line_with(&log, "HINT:  ").unwrap().contains("archive_mode = off"),
+        line_with(&log, "HINT:  ")
+            .unwrap()
+            .contains("archive_mode = off or an archive_command of its own"),
         "{log}"
     );
     assert_eq!(refusing.read("backup_label"), Some(label));
     assert!(!refusing.exists("backup_label.old"));
-    assert_eq!(contents(&archive), archived, "the archive changed");
-
-    // Its HINT, for a recovery to the backup's end: recovery.signal.
-    refusing.write("recovery.signal", b"");
-    refusing.append_conf(&[&format!("restore_command = 'cp {}/%f %p'", archive.display())]);
+    // Its HINT: an archive of its own. It starts as a clone, with no
+    // warning about the archive.
+    let own_archive = work.owned_dir("clone-archive");
+    refusing.append_conf(&[&format!("archive_command = 'cp %p {}/%f'", own_archive.display())]);
     refusing.start();
-    let mut r = connect_retry(&refusing, Duration::from_secs(60));
-    wait_recovery_done(&mut r, Duration::from_secs(120));
     let log = refusing.log();
+    assert!(log.contains(CLONE), "{log}");
+    assert!(!log.contains(ARCHIVES), "{log}");
+    data_holds(&refusing);
+    refusing.stop();
+
+    // Its HINT, for a recovery to the backup's end: recovery.signal, with
+    // archive_mode = off.
+    let d_vol = Volume::attach(&work.path("d.img"), &work.path("d"));
+    let mut recovered = Cluster::over(
+        &d_vol.mount.join("data"),
+        &[
+            refuse,
+            "archive_mode = off",
+            &format!("restore_command = 'cp {}/%f %p'", archive.display()),
+        ],
+    );
+    recovered.write("recovery.signal", b"");
+    recovered.start();
+    let mut r = connect_retry(&recovered, Duration::from_secs(60));
+    wait_recovery_done(&mut r, Duration::from_secs(120));
+    let log = recovered.log();
     let done = line_with(&log, "completed backup recovery with redo LSN").unwrap_or_else(|| panic!("{log}"));
     assert_eq!(lsns_in_line(done, &["redo LSN"]), vec![start], "{done}");
     let at = consistent_at(&log).expect("consistent point");
     assert!(at >= stop, "consistent at {at:X}, before the stop at {stop:X}");
     drop(r);
-    data_holds(&refusing);
-    refusing.stop();
+    data_holds(&recovered);
+    recovered.stop();
 
-    // The primary ran on untouched.
+    // None of the clones wrote into the primary's archive, and the primary
+    // ran on untouched.
+    assert_eq!(contents(&archive), primary_archive, "the primary's archive changed");
     let mut s = p.connect();
     assert_eq!(
         last_backup(&mut s),

@@ -35,7 +35,7 @@ mod tests;
 mod transaction;
 
 #[cfg_attr(test, allow(unused_imports))]
-pub use restart::{control_file_head, settle_at_postmaster, AtPostmaster, Voided};
+pub use restart::{control_file_head, settle_at_postmaster, AtPostmaster, Clones, Voided};
 #[cfg_attr(test, allow(unused_imports))]
 pub use start::{prepare, publish, Publication};
 #[cfg_attr(test, allow(unused_imports))]

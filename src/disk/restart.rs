@@ -49,8 +49,28 @@ pub struct Voided {
     pub unrecorded: Option<Error>,
     /// The label is the primary's own file, but found elsewhere than the
     /// primary kept it: this is most likely a block-level clone of the
-    /// primary. What differs, in words.
-    pub clone: Option<Vec<String>>,
+    /// primary.
+    pub clone: Option<CloneFound>,
+}
+
+/// A block-level clone of the primary, as the postmaster's first start
+/// finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloneFound {
+    /// What differs from where the primary lived, in words.
+    pub differences: Vec<String>,
+    /// It archives WAL as the primary did (the same settings, or the
+    /// primary's are not known).
+    pub archives_as_primary: bool,
+}
+
+/// What a first start looks for in the primary's own label: a block-level
+/// clone of the primary.
+pub struct Clones<'a> {
+    /// How this server archives WAL (see place.rs), `None` when it does not.
+    pub archiving: Option<&'a str>,
+    /// A clone that archives as the primary did must not start.
+    pub refuse_archiving: bool,
 }
 
 /// A signal file as the server sees it: stat(2), so a dangling symlink is
@@ -180,14 +200,15 @@ pub fn control_file_head() -> Vec<u8> {
 
 /// Judges backup_label and, when it is this primary's own, voids it: with
 /// the lock, taken within `patience` (waiting with `between`), and judged
-/// again under it. `first_start`: see [`look`]. `refuse_archiving_clone`:
-/// how this server archives, when it does and a block-level clone of the
-/// primary must then not start (the files are left as they are).
+/// again under it. `first_start`: see [`look`]. `clones`: what to look
+/// for in the primary's own label (only at a first start: a postmaster
+/// that has judged this data directory once knows it is the primary); a
+/// clone refused is left as it is.
 pub fn settle_at_postmaster(
     first_start: bool,
     patience: Duration,
     between: Between,
-    refuse_archiving_clone: Option<&str>,
+    clones: Option<&Clones>,
 ) -> AtPostmaster {
     let found = look(first_start);
     let Verdict::Live(label) = found.verdict else {
@@ -223,11 +244,17 @@ pub fn settle_at_postmaster(
     let found = look(first_start);
     match found.verdict {
         Verdict::Live(label) => {
-            let clone = clone_of(&found.content, found.id.as_ref());
-            match (clone, refuse_archiving_clone) {
-                (Some(differences), Some(archiving)) => AtPostmaster::Refused(Refusal::ArchivingClone {
+            let clone = clones.and_then(|c| clone_of(&found.content, found.id.as_ref(), c.archiving));
+            match (clone, clones) {
+                (
+                    Some(clone),
+                    Some(Clones {
+                        archiving: Some(archiving),
+                        refuse_archiving: true,
+                    }),
+                ) if clone.archives_as_primary => AtPostmaster::Refused(Refusal::ArchivingClone {
                     label,
-                    differences,
+                    differences: clone.differences,
                     archiving: archiving.to_string(),
                 }),
                 (clone, _) => void(label, &found.content, found.id, clone),
@@ -241,7 +268,7 @@ pub fn settle_at_postmaster(
 /// file, by its identity `id`), and what differs between where that
 /// primary lived and where the file is now: `Some` when this is most
 /// likely a block-level clone of the primary (see place.rs).
-fn clone_of(content: &[u8], id: Option<&FileId>) -> Option<Vec<String>> {
+fn clone_of(content: &[u8], id: Option<&FileId>, archiving: Option<&str>) -> Option<CloneFound> {
     let record = match files::examine(data_dir(), STATE_FILE, MAX_STATE_BYTES) {
         Entry::File { head, .. } => Record::parse(&head).ok()?,
         _ => return None,
@@ -251,9 +278,13 @@ fn clone_of(content: &[u8], id: Option<&FileId>) -> Option<Vec<String>> {
     }
     let then = record.place.as_ref()?;
     let now_dev = id.map_or(0, |id| id.dev);
-    match place::compare(then, record.label_file.dev, &place::here(data_dir()), now_dev) {
-        Sameness::Clone(differences) => Some(differences),
-        Sameness::Same | Sameness::Rebooted => None,
+    let now = place::here(data_dir(), archiving.unwrap_or("off").to_string());
+    match place::compare(then, record.label_file.dev, &now, now_dev) {
+        Sameness::Clone(differences) => Some(CloneFound {
+            differences,
+            archives_as_primary: place::archives_as_primary(then, archiving),
+        }),
+        Sameness::Same => None,
     }
 }
 
@@ -274,7 +305,7 @@ fn settled(verdict: Verdict) -> AtPostmaster {
 /// Renames backup_label and tablespace_map to `.old`, durably, and records
 /// the outcome. The caller holds the lock file and has judged the label
 /// with it held.
-fn void(label: BackupLabel, content: &[u8], id: Option<FileId>, clone: Option<Vec<String>>) -> AtPostmaster {
+fn void(label: BackupLabel, content: &[u8], id: Option<FileId>, clone: Option<CloneFound>) -> AtPostmaster {
     let exists = |name: &str| std::fs::symlink_metadata(data_dir().join(name)).is_ok();
     let mut not_durable = None;
     match files::rename(data_dir(), BACKUP_LABEL, BACKUP_LABEL_OLD) {

@@ -65,7 +65,7 @@ fn start(map: &[u8], undone: &'static std::sync::atomic::AtomicBool) -> Result<(
         files.control_file,
         session(),
         LABEL.as_bytes().to_vec(),
-        crate::place::here(crate::files::data_dir()),
+        crate::place::here(crate::files::data_dir(), "off".into()),
     );
     let r = publish(
         txn,
@@ -225,15 +225,22 @@ fn the_primarys_own_label_found_elsewhere_is_taken_for_a_clone() {
     // mounted elsewhere finds it.
     let mut r = record().unwrap();
     let primary = r.place.clone().expect("the start records its place");
-    assert_eq!(primary, crate::place::here(&d));
+    assert_eq!(primary, crate::place::here(&d, "off".into()));
     r.place = Some(crate::place::Place {
         data_directory: "/srv/primary/data".into(),
         ..primary
     });
     fs::write(d.join(STATE_FILE), r.to_bytes()).unwrap();
-    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, None) {
+    // Not archiving here.
+    let off = Clones {
+        archiving: None,
+        refuse_archiving: true,
+    };
+    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, Some(&off)) {
         AtPostmaster::Voided(v) => {
-            let differences = v.clone.expect("taken for a clone");
+            let clone = v.clone.expect("taken for a clone");
+            assert!(!clone.archives_as_primary);
+            let differences = clone.differences;
             assert_eq!(differences.len(), 1, "{differences:?}");
             assert!(
                 differences[0].contains("the primary's was \"/srv/primary/data\""),
@@ -257,26 +264,42 @@ fn an_archiving_clone_refuses_when_told_to_and_nothing_changes() {
     let d = data_directory("archiving-clone");
     start(b"", &UNDONE).unwrap();
     let mut r = record().unwrap();
+    const OTHER_HOST: &str = "another-primary.invalid";
+    const ARCHIVING: &str = "archive_command 'cp %p /a/%f' (archive_mode = on)";
     r.place = Some(crate::place::Place {
-        host: "db1".into(),
+        host: OTHER_HOST.into(),
+        archiving: ARCHIVING.into(),
         ..r.place.clone().unwrap()
     });
     fs::write(d.join(STATE_FILE), r.to_bytes()).unwrap();
     let before = fs::read(d.join(STATE_FILE)).unwrap();
-    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, Some("archive_command 'cp'")) {
+    let refuse = |archiving| Clones {
+        archiving,
+        refuse_archiving: true,
+    };
+    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, Some(&refuse(Some(ARCHIVING)))) {
         AtPostmaster::Refused(crate::refusal::Refusal::ArchivingClone {
             differences, archiving, ..
         }) => {
-            assert_eq!(archiving, "archive_command 'cp'");
-            assert!(differences[0].contains("the primary's was \"db1\""), "{differences:?}");
+            assert_eq!(archiving, ARCHIVING);
+            assert!(
+                differences[0].contains(&format!("the primary's was \"{OTHER_HOST}\"")),
+                "{differences:?}"
+            );
         }
         _ => panic!("not refused"),
     }
     assert_eq!(names(&d), [BACKUP_LABEL, LOCK_FILE, STATE_FILE]);
     assert_eq!(fs::read(d.join(STATE_FILE)).unwrap(), before);
-    // Told nothing, the same clone is voided as a clone.
-    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, None) {
-        AtPostmaster::Voided(v) => assert!(v.clone.is_some()),
+    // Archiving elsewhere, the same clone is voided as a clone that does
+    // not archive as the primary did.
+    match settle_at_postmaster(
+        false,
+        Duration::ZERO,
+        &mut no_wait,
+        Some(&refuse(Some("archive_command 'cp %p /clone/%f' (archive_mode = on)"))),
+    ) {
+        AtPostmaster::Voided(v) => assert_eq!(v.clone.map(|c| c.archives_as_primary), Some(false)),
         _ => panic!("not voided"),
     }
     fs::remove_dir_all(&d).unwrap();
@@ -288,7 +311,31 @@ fn the_primary_in_its_own_place_is_not_a_clone() {
     static UNDONE: AtomicBool = AtomicBool::new(false);
     let d = data_directory("same-place");
     start(b"", &UNDONE).unwrap();
-    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, Some("archive_command 'cp'")) {
+    let clones = Clones {
+        archiving: Some("archive_command 'cp %p /a/%f' (archive_mode = on)"),
+        refuse_archiving: true,
+    };
+    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, Some(&clones)) {
+        AtPostmaster::Voided(v) => assert_eq!(v.clone, None),
+        _ => panic!("not voided"),
+    }
+    assert!(matches!(record().unwrap().outcome, Outcome::EndedByRestart { .. }));
+    fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_crash_restart_looks_for_no_clone() {
+    use std::sync::atomic::AtomicBool;
+    static UNDONE: AtomicBool = AtomicBool::new(false);
+    let d = data_directory("crash-restart");
+    start(b"", &UNDONE).unwrap();
+    let mut r = record().unwrap();
+    r.place = Some(crate::place::Place {
+        host: "another-primary.invalid".into(),
+        ..r.place.clone().unwrap()
+    });
+    fs::write(d.join(STATE_FILE), r.to_bytes()).unwrap();
+    match settle_at_postmaster(false, Duration::ZERO, &mut no_wait, None) {
         AtPostmaster::Voided(v) => assert_eq!(v.clone, None),
         _ => panic!("not voided"),
     }

@@ -94,6 +94,9 @@ impl Record {
             line("data directory", &escape(p.data_directory.as_bytes()));
             line("host", &escape(p.host.as_bytes()));
             line("boot id", &escape(p.boot_id.as_bytes()));
+            if !p.archiving.is_empty() {
+                line("archiving", &escape(p.archiving.as_bytes()));
+            }
         }
         out.extend_from_slice(LABEL_FOLLOWS);
         out.extend_from_slice(&self.label);
@@ -228,6 +231,7 @@ impl Record {
                     data_directory,
                     host: text("host")?.ok_or("line \"host\" is missing")?,
                     boot_id: text("boot id")?.ok_or("line \"boot id\" is missing")?,
+                    archiving: text("archiving")?.unwrap_or_default(),
                 }),
             },
         };
@@ -241,9 +245,6 @@ impl Record {
 }
 
 const KEYS: &[&str] = &[
-    "data directory",
-    "host",
-    "boot id",
     "label file",
     "control file",
     "outcome",
@@ -262,6 +263,10 @@ const KEYS: &[&str] = &[
     "previous end time",
     "previous stopped by",
     "last completed",
+    "data directory",
+    "host",
+    "boot id",
+    "archiving",
 ];
 
 /// One line per value: backslash, newline and carriage return escaped.
@@ -446,6 +451,7 @@ START EPOCH: 1795575906\n";
                             data_directory: "/srv/pg \\ data\n".into(),
                             host: "db1".into(),
                             boot_id: "6a1f".into(),
+                            archiving: "archive_command 'cp %p /a/%f' (archive_mode = on)".into(),
                         }),
                     ),
                     (

@@ -76,6 +76,24 @@ pub fn install_preload_hooks() {
     unsafe { pg::peb_install_preload_hooks() };
 }
 
+/// How this server archives WAL ("archive_command '...' (archive_mode =
+/// on)", or with archive_library), `None` when it does not.
+pub fn archiving() -> Option<String> {
+    let mode = value(c"archive_mode");
+    if mode.is_empty() || mode == "off" {
+        return None;
+    }
+    let library = value(c"archive_library");
+    Some(if library.is_empty() {
+        format!(
+            "archive_command '{}' (archive_mode = {mode})",
+            value(c"archive_command")
+        )
+    } else {
+        format!("archive_library '{library}' (archive_mode = {mode})")
+    })
+}
+
 /// A setting's current value as text, empty when it is not set.
 pub fn value(name: &'static CStr) -> String {
     // SAFETY: plain server call with a static name; the closure owns

@@ -247,7 +247,10 @@ fn start_here(req: &Request, left_in_place: &Cell<bool>, standing: bool) -> Resu
             fast: req.fast,
         },
         text.clone(),
-        crate::place::here(crate::files::data_dir()),
+        crate::place::here(
+            crate::files::data_dir(),
+            server::settings::archiving().unwrap_or_else(|| "off".into()),
+        ),
     );
     // SAFETY: written before the compare-and-swap that publishes it, and
     // read by the caller only after it.

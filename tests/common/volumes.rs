@@ -16,8 +16,8 @@ use super::{install, run_ok};
 pub fn exclusive() -> Option<MutexGuard<'static, ()>> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     // SAFETY: plain libc call.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: block-level snapshot tests need root (loop devices, mount, fsfreeze)");
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: block-level snapshot tests need root and loop devices (mount, fsfreeze)");
         return None;
     }
     Some(ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()))
@@ -54,13 +54,15 @@ impl Volume {
     /// a free loop device and mounted at `mount`.
     pub fn attach(image: &Path, mount: &Path) -> Volume {
         let device = sh("losetup", &["-f", "--show", &image.display().to_string()]);
-        fs::create_dir_all(mount).unwrap();
-        sh("mount", &[&device, &mount.display().to_string()]);
-        Volume {
+        // Made before the mount, so that a failed mount still detaches.
+        let v = Volume {
             image: image.to_path_buf(),
             device,
             mount: mount.to_path_buf(),
-        }
+        };
+        fs::create_dir_all(mount).unwrap();
+        sh("mount", &[&v.device, &mount.display().to_string()]);
+        v
     }
 
     /// The device number of the mounted file system, as stat(2) gives it.
@@ -85,8 +87,27 @@ impl Volume {
 impl Drop for Volume {
     fn drop(&mut self) {
         let _ = Command::new("fsfreeze").arg("-u").arg(&self.mount).output();
-        let _ = Command::new("umount").arg(&self.mount).output();
+        let unmounted = Command::new("umount")
+            .arg(&self.mount)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !unmounted {
+            // Still busy (a server of a failed test on its way out): detached
+            // from the tree now, unmounted when the last user is gone.
+            let _ = Command::new("umount").arg("-l").arg(&self.mount).output();
+        }
         let _ = Command::new("losetup").arg("-d").arg(&self.device).output();
+    }
+}
+
+/// Thaws what it froze when dropped, also when a freeze or a copy fails.
+struct Frozen<'a>(Vec<&'a Volume>);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        for v in &self.0 {
+            let _ = Command::new("fsfreeze").arg("-u").arg(&v.mount).output();
+        }
     }
 }
 
@@ -95,18 +116,13 @@ impl Drop for Volume {
 /// the path `to` gives it, then all thawed.
 pub fn snapshot(volumes: &[&Volume], to: &[&Path]) {
     assert_eq!(volumes.len(), to.len());
+    let mut frozen = Frozen(Vec::new());
     for v in volumes {
         sh("fsfreeze", &["-f", &v.mount.display().to_string()]);
+        frozen.0.push(v);
     }
-    let copied: Vec<_> = volumes
-        .iter()
-        .zip(to)
-        .map(|(v, t)| fs::copy(&v.image, t).map(|_| ()))
-        .collect();
-    for v in volumes {
-        sh("fsfreeze", &["-u", &v.mount.display().to_string()]);
+    for (v, t) in volumes.iter().zip(to) {
+        fs::copy(&v.image, t).unwrap();
     }
-    for r in copied {
-        r.unwrap();
-    }
+    drop(frozen);
 }
