@@ -186,9 +186,10 @@ pub fn texts(refusal: &Refusal) -> Texts {
                 Unknowable::SeveralFileSystems(_) => format!(
                     "If this data directory is a snapshot of several volumes (taken atomically, as a recursive ZFS \
                      snapshot or an LVM consistency group takes them, or one after another), create \
-                     \"recovery.signal\" in it, set restore_command to the WAL archive, and start the server \
-                     again: recovery from the label makes it consistent at the backup's end (mounted elsewhere than \
-                     the primary's volumes, first point \"{TABLESPACE_MAP}\" and the pg_wal link at its own). {} \
+                     \"recovery.signal\" in it, set restore_command to the WAL archive (and archive_mode = off, \
+                     or an archive of its own), and start the server again: recovery from the label makes it \
+                     consistent at the backup's end (mounted elsewhere than the primary's volumes, first point \
+                     \"{TABLESPACE_MAP}\" and the pg_wal link at its own). {} \
                      Never do that in a snapshot.",
                     void_on_primary("it is the primary that was running this backup")
                 ),
