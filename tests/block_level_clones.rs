@@ -118,6 +118,18 @@ fn snapshot_during_a_backup(p: &Cluster, label: &str, vols: &[&Volume], images: 
     (start, stop)
 }
 
+/// `c`'s recovery from the backup's label, once done: it began at the
+/// backup's start and was consistent no earlier than its stop.
+#[track_caller]
+fn recovered_to_the_backups_end(r: &mut Client, c: &Cluster, start: u64, stop: u64) {
+    wait_recovery_done(r, Duration::from_secs(120));
+    let log = c.log();
+    let done = line_with(&log, "completed backup recovery with redo LSN").unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(lsns_in_line(done, &["redo LSN"]), vec![start], "{done}");
+    let at = consistent_at(&log).expect("consistent point");
+    assert!(at >= stop, "consistent at {at:X}, before the stop at {stop:X}");
+}
+
 /// What the status view says of the last backup: (in_progress,
 /// last_label, last_outcome).
 fn last_backup(s: &mut Client) -> (bool, Option<String>, Option<String>) {
@@ -273,12 +285,7 @@ fn a_clone_of_one_volume_says_it_is_a_clone_and_refuses_to_archive_when_told() {
     recovered.write("recovery.signal", b"");
     recovered.start();
     let mut r = connect_retry(&recovered, Duration::from_secs(60));
-    wait_recovery_done(&mut r, Duration::from_secs(120));
-    let log = recovered.log();
-    let done = line_with(&log, "completed backup recovery with redo LSN").unwrap_or_else(|| panic!("{log}"));
-    assert_eq!(lsns_in_line(done, &["redo LSN"]), vec![start], "{done}");
-    let at = consistent_at(&log).expect("consistent point");
-    assert!(at >= stop, "consistent at {at:X}, before the stop at {stop:X}");
+    recovered_to_the_backups_end(&mut r, &recovered, start, stop);
     drop(r);
     data_holds(&recovered);
     recovered.stop();
@@ -401,12 +408,7 @@ fn a_snapshot_of_several_volumes_refuses_until_recovered_on_its_own_volumes() {
     clone.append_conf(&[&format!("restore_command = 'cp {}/%f %p'", archive.display())]);
     clone.start();
     let mut r = connect_retry(&clone, Duration::from_secs(60));
-    wait_recovery_done(&mut r, Duration::from_secs(120));
-    let log = clone.log();
-    let done = line_with(&log, "completed backup recovery with redo LSN").unwrap_or_else(|| panic!("{log}"));
-    assert_eq!(lsns_in_line(done, &["redo LSN"]), vec![start], "{done}");
-    let at = consistent_at(&log).expect("consistent point");
-    assert!(at >= stop, "consistent at {at:X}, before the stop at {stop:X}");
+    recovered_to_the_backups_end(&mut r, &clone, start, stop);
     let location: String = r
         .query_one(
             "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts'",
