@@ -60,42 +60,40 @@ pub fn not_running_here() -> Error {
 /// the next start.
 fn ended_otherwise() -> Option<Error> {
     let record = disk::record()?;
-    let how = match &record.outcome {
-        Outcome::EndedByRestart { .. } => "was ended by a server restart".to_string(),
+    const NOT_VALID: &str = "the copy taken during it is not a valid backup";
+    const TAKE_NEW: &str = "Take a new one with pg_start_backup().";
+    let (how, so, hint) = match &record.outcome {
+        Outcome::EndedByRestart { .. } => ("was ended by a server restart".to_string(), NOT_VALID, TAKE_NEW),
         Outcome::Voided {
             by: Voider::Limit { seconds },
             ..
-        } => format!(
-            "was voided because it ran longer than pg_exclusive_backup.max_duration ({})",
-            duration::limit_text(*seconds)
+        } => (
+            format!(
+                "was voided because it ran longer than pg_exclusive_backup.max_duration ({})",
+                duration::limit_text(*seconds)
+            ),
+            NOT_VALID,
+            TAKE_NEW,
         ),
         Outcome::Voided {
             by: Voider::Role(role), ..
-        } => format!("was voided by role \"{role}\""),
-        Outcome::Cloned { .. } => {
-            let parsed = label::parse(&record.label).ok()?;
-            return Some(
-                not_running()
-                    .detail(format!(
-                        "The exclusive backup \"{}\" started at {} was running on the primary when this data \
-                         directory was cloned from it; it never ran on this server.",
-                        server::text_for_message(&parsed.label),
-                        parsed.start_time
-                    ))
-                    .hint("If it still runs on the primary, stop it there."),
-            );
-        }
+        } => (format!("was voided by role \"{role}\""), NOT_VALID, TAKE_NEW),
+        Outcome::Cloned { .. } => (
+            "was running on the primary when this data directory was cloned from it".to_string(),
+            "it never ran on this server",
+            "If it still runs on the primary, stop it there.",
+        ),
         _ => return None,
     };
     let parsed = label::parse(&record.label).ok()?;
     Some(
         not_running()
             .detail(format!(
-                "The exclusive backup \"{}\" started at {} {how}; the copy taken during it is not a valid backup.",
+                "The exclusive backup \"{}\" started at {} {how}; {so}.",
                 server::text_for_message(&parsed.label),
                 parsed.start_time
             ))
-            .hint("Take a new one with pg_start_backup()."),
+            .hint(hint),
     )
 }
 

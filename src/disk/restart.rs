@@ -23,6 +23,9 @@ struct Look {
     /// backup_label's content and identity, when it has them.
     content: Vec<u8>,
     id: Option<FileId>,
+    /// For a live label, the record judged to describe it: it keeps who
+    /// started the backup, where, pg_control's identity and the history.
+    kept: Option<Record>,
 }
 
 /// What became of the files.
@@ -182,10 +185,15 @@ fn look(first_start: bool) -> Look {
         Entry::File { head, .. } => head,
         _ => Vec::new(),
     };
+    let kept = match (&verdict, &record_entry) {
+        (Verdict::Live(_), Entry::File { head, .. }) => Record::parse(head).ok(),
+        _ => None,
+    };
     Look {
         verdict,
         content,
         id: id.and_then(|id| id.ok()),
+        kept,
     }
 }
 
@@ -244,7 +252,8 @@ pub fn settle_at_postmaster(
     let found = look(first_start);
     match found.verdict {
         Verdict::Live(label) => {
-            let clone = clones.and_then(|c| clone_of(&found.content, found.id.as_ref(), c.archiving));
+            let kept = found.kept;
+            let clone = clones.and_then(|c| clone_of(kept.as_ref()?, &found.content, found.id.as_ref(), c.archiving));
             match (clone, clones) {
                 (
                     Some(clone),
@@ -257,22 +266,18 @@ pub fn settle_at_postmaster(
                     differences: clone.differences,
                     archiving: archiving.to_string(),
                 }),
-                (clone, _) => void(label, &found.content, found.id, clone),
+                (clone, _) => void(label, &found.content, found.id, kept, clone),
             }
         }
         other => settled(other),
     }
 }
 
-/// The record kept by the primary that published `content` (this very
-/// file, by its identity `id`), and what differs between where that
-/// primary lived and where the file is now: `Some` when this is most
-/// likely a block-level clone of the primary (see place.rs).
-fn clone_of(content: &[u8], id: Option<&FileId>, archiving: Option<&str>) -> Option<CloneFound> {
-    let record = match files::examine(data_dir(), STATE_FILE, MAX_STATE_BYTES) {
-        Entry::File { head, .. } => Record::parse(&head).ok()?,
-        _ => return None,
-    };
+/// What differs between where the primary that published `content` (this
+/// very file, by its identity `id`; `record` its record) lived and where
+/// the file is now: `Some` when this is most likely a block-level clone of
+/// the primary (see place.rs).
+fn clone_of(record: &Record, content: &[u8], id: Option<&FileId>, archiving: Option<&str>) -> Option<CloneFound> {
     if record.label != content {
         return None;
     }
@@ -305,7 +310,13 @@ fn settled(verdict: Verdict) -> AtPostmaster {
 /// Renames backup_label and tablespace_map to `.old`, durably, and records
 /// the outcome. The caller holds the lock file and has judged the label
 /// with it held.
-fn void(label: BackupLabel, content: &[u8], id: Option<FileId>, clone: Option<CloneFound>) -> AtPostmaster {
+fn void(
+    label: BackupLabel,
+    content: &[u8],
+    id: Option<FileId>,
+    kept: Option<Record>,
+    clone: Option<CloneFound>,
+) -> AtPostmaster {
     let exists = |name: &str| std::fs::symlink_metadata(data_dir().join(name)).is_ok();
     let mut not_durable = None;
     match files::rename(data_dir(), BACKUP_LABEL, BACKUP_LABEL_OLD) {
@@ -326,12 +337,6 @@ fn void(label: BackupLabel, content: &[u8], id: Option<FileId>, clone: Option<Cl
         Ok(false) => None,
         Ok(true) => Some(Ok(())),
         Err(e) => Some(Err(e)),
-    };
-    // The record was judged to describe this label: it keeps who started
-    // the backup, pg_control's identity and the history.
-    let kept = match files::examine(data_dir(), STATE_FILE, MAX_STATE_BYTES) {
-        Entry::File { head, .. } => Record::parse(&head).ok(),
-        _ => None,
     };
     let label_file = id.unwrap_or(files::NO_FILE);
     let now = now_micros();
